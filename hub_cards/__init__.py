@@ -1,0 +1,1 @@
+"""Card templates (model, dataset, metric Space), shipped inside the package as ``hlp_audio.hub_cards``."""

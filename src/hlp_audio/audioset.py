@@ -1,0 +1,402 @@
+"""AudioSet metadata: where the files come from, and readers for them.
+
+Source resolution, in order: an explicit path; the ``audioset_dir`` argument; the
+``HLP_AUDIOSET_DIR`` environment variable; the cache (``$HLP_AUDIOSET_CACHE``, default
+``~/.cache/hlp_audio/audioset``), filled on first use by a download from the official locations
+checked against pinned sha256 values.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import hashlib
+import io
+import json
+import os
+import shutil
+import tempfile
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+__all__ = [
+    "AUDIOSET_FILES",
+    "SPLITS",
+    "AudioSetFile",
+    "AudioSetFileError",
+    "Segments",
+    "resolve_file",
+    "read_ontology_json",
+    "read_class_labels",
+    "read_segments",
+    "load_segments",
+]
+
+PathLike = Union[str, "os.PathLike[str]"]
+
+ENV_DIR = "HLP_AUDIOSET_DIR"
+ENV_CACHE = "HLP_AUDIOSET_CACHE"
+
+_CSV_BASE = "http://storage.googleapis.com/us_ouraudioset/youtube_corpus/v1/csv/"
+
+
+@dataclass(frozen=True)
+class AudioSetFile:
+    name: str
+    url: str
+    sha256: str  # of the uncompressed file
+    size: int
+
+
+AUDIOSET_FILES: Dict[str, AudioSetFile] = {
+    f.name: f
+    for f in (
+        AudioSetFile(
+            "ontology.json",
+            "https://raw.githubusercontent.com/audioset/ontology/master/ontology.json",
+            "9c685f4403eecc3ca9be37fd7285cf212feaaea6ff7229d3e7ca89e0d1f2d15d",
+            342_780,
+        ),
+        AudioSetFile(
+            "class_labels_indices.csv",
+            _CSV_BASE + "class_labels_indices.csv",
+            "cdd1049833c4b86127c2773ac0d14a2754b6a6d0d1798002ed5c66e699708429",
+            14_675,
+        ),
+        AudioSetFile(
+            "balanced_train_segments.csv",
+            _CSV_BASE + "balanced_train_segments.csv",
+            "3b83e5ff9ed72cfda37d4e36ce08250e107c1ea70f109f6ab6668ac200db5e94",
+            1_211_931,
+        ),
+        AudioSetFile(
+            "eval_segments.csv",
+            _CSV_BASE + "eval_segments.csv",
+            "f7055f53935f70e74e39494a5c8c4c78f1700fce275028bd36e31186f33d45db",
+            1_143_389,
+        ),
+        AudioSetFile(
+            "unbalanced_train_segments.csv",
+            _CSV_BASE + "unbalanced_train_segments.csv",
+            "bb2dfd5e4f1ced39db9480633c510f813d7899f4b7472aa83a411b4a43a12698",
+            101_468_408,
+        ),
+    )
+}
+
+#: split name -> segment file name
+SPLITS: Dict[str, str] = {
+    "balanced_train": "balanced_train_segments.csv",
+    "eval": "eval_segments.csv",
+    "unbalanced_train": "unbalanced_train_segments.csv",
+}
+
+
+class AudioSetFileError(ValueError):
+    """A missing, unreadable, malformed or corrupt AudioSet file."""
+
+
+def _cache_dir() -> Path:
+    if os.environ.get(ENV_CACHE):
+        return Path(os.environ[ENV_CACHE])
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "hlp_audio" / "audioset"
+
+
+def _in_directory(directory: Path, name: str) -> Optional[Path]:
+    for candidate in (directory / name, directory / (name + ".gz")):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def resolve_file(
+    name: str,
+    path: Optional[PathLike] = None,
+    *,
+    audioset_dir: Optional[PathLike] = None,
+    cache_dir: Optional[PathLike] = None,
+    download: bool = True,
+    url: Optional[str] = None,
+) -> Path:
+    """Find one AudioSet file (``name`` as in :data:`AUDIOSET_FILES`), downloading it if needed.
+
+    A ``.gz`` copy next to the plain name is accepted in directories. Downloads are written to a
+    temporary file, checked against the pinned sha256 and only then moved into the cache.
+    """
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise AudioSetFileError(f"{name}: the given path {path} does not exist or is not a file")
+        return path
+    for directory, origin in ((audioset_dir, "audioset_dir"), (os.environ.get(ENV_DIR), ENV_DIR)):
+        if directory:
+            directory = Path(directory)
+            if not directory.is_dir():
+                raise AudioSetFileError(f"{origin}={directory} is not a directory")
+            found = _in_directory(directory, name)
+            if found is None:
+                raise AudioSetFileError(
+                    f"{name} (or {name}.gz) is not in {origin}={directory}; put the AudioSet files "
+                    f"there or unset {origin} to download them"
+                )
+            return found
+    if name not in AUDIOSET_FILES:
+        raise AudioSetFileError(f"unknown AudioSet file {name!r}; known: {sorted(AUDIOSET_FILES)}")
+    cache = Path(cache_dir) if cache_dir is not None else _cache_dir()
+    cached = _in_directory(cache, name)
+    if cached is not None:
+        return cached
+    if not download:
+        raise AudioSetFileError(
+            f"{name} is not in the cache {cache} and download=False; set {ENV_DIR} to a folder "
+            f"that holds the AudioSet metadata files"
+        )
+    return _download(AUDIOSET_FILES[name], cache, url)
+
+
+def _download(spec: AudioSetFile, cache: Path, url: Optional[str]) -> Path:
+    url = url or spec.url
+    cache.mkdir(parents=True, exist_ok=True)
+    target = cache / spec.name
+    digest = hashlib.sha256()
+    handle, tmp_name = tempfile.mkstemp(prefix=spec.name + ".", suffix=".part", dir=cache)
+    try:
+        with os.fdopen(handle, "wb") as out:
+            try:
+                with urllib.request.urlopen(url, timeout=60) as response:
+                    while True:
+                        block = response.read(1 << 20)
+                        if not block:
+                            break
+                        digest.update(block)
+                        out.write(block)
+            except (urllib.error.URLError, OSError) as err:
+                raise AudioSetFileError(
+                    f"could not download {spec.name} from {url} ({err}). Without network access, "
+                    f"download the AudioSet metadata files elsewhere and set {ENV_DIR}=/path/to/dir "
+                    f"(or pass audioset_dir=...)"
+                ) from None
+        got = digest.hexdigest()
+        if got != spec.sha256:
+            raise AudioSetFileError(
+                f"checksum mismatch for {spec.name} downloaded from {url}: sha256 {got}, expected "
+                f"{spec.sha256}. The file was not kept. Set {ENV_DIR} to a folder with verified copies."
+            )
+        os.replace(tmp_name, target)
+    finally:
+        if os.path.exists(tmp_name):
+            os.unlink(tmp_name)
+    return target
+
+
+def sha256_of(path: PathLike) -> str:
+    """sha256 of a file's content, of the uncompressed bytes for ``.gz`` files."""
+    digest = hashlib.sha256()
+    opener = gzip.open if str(path).endswith(".gz") else open
+    with opener(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _read_bytes(path: PathLike) -> bytes:
+    try:
+        if str(path).endswith(".gz"):
+            with gzip.open(path, "rb") as handle:
+                return handle.read()
+        with open(path, "rb") as handle:
+            return handle.read()
+    except (OSError, EOFError, gzip.BadGzipFile) as err:
+        raise AudioSetFileError(f"{path}: cannot be read ({err})") from None
+
+
+# ---------------------------------------------------------------------------- ontology / labels
+def read_ontology_json(path: PathLike) -> Dict[str, dict]:
+    """Nodes of ``ontology.json`` by id, each with ``name``, ``child_ids`` and ``restrictions``."""
+    try:
+        data = json.loads(_read_bytes(path).decode("utf-8"))
+    except json.JSONDecodeError as err:
+        raise AudioSetFileError(f"{path}: invalid JSON at line {err.lineno}, column {err.colno}: {err.msg}") from None
+    except UnicodeDecodeError as err:
+        raise AudioSetFileError(f"{path}: not UTF-8 text ({err})") from None
+    if not isinstance(data, list):
+        raise AudioSetFileError(f"{path}: expected a JSON list of nodes, got {type(data).__name__}")
+    nodes: Dict[str, dict] = {}
+    for position, node in enumerate(data):
+        if not isinstance(node, dict) or not isinstance(node.get("id"), str):
+            raise AudioSetFileError(f"{path}: node #{position} has no string 'id': {str(node)[:80]}")
+        child_ids = node.get("child_ids", [])
+        if not isinstance(child_ids, list) or not all(isinstance(c, str) for c in child_ids):
+            raise AudioSetFileError(f"{path}: node {node['id']!r} has a malformed 'child_ids': {child_ids!r}")
+        if node["id"] in nodes:
+            raise AudioSetFileError(f"{path}: duplicate node id {node['id']!r} (node #{position})")
+        nodes[node["id"]] = {
+            "name": str(node.get("name", node["id"])),
+            "child_ids": list(child_ids),
+            "restrictions": list(node.get("restrictions", [])),
+        }
+    return nodes
+
+
+def read_class_labels(path: PathLike) -> Tuple[List[str], List[str], List[int]]:
+    """``class_labels_indices.csv``: (mids, display names, file line of each) in index order."""
+    text = _read_bytes(path).decode("utf-8-sig", errors="strict")
+    rows = list(csv.reader(io.StringIO(text)))
+    if not rows or [cell.strip() for cell in rows[0]] != ["index", "mid", "display_name"]:
+        got = rows[0] if rows else "an empty file"
+        raise AudioSetFileError(f"{path}, line 1: expected the header index,mid,display_name, got {got}")
+    mids, names, lines = [], [], []
+    seen: Dict[str, int] = {}
+    for line_number, row in enumerate(rows[1:], start=2):
+        if not row:
+            continue
+        if len(row) != 3:
+            raise AudioSetFileError(f"{path}, line {line_number}: expected 3 fields, got {len(row)}: {row}")
+        index, mid, name = (cell.strip() for cell in row)
+        if not index.isdigit() or int(index) != len(mids):
+            raise AudioSetFileError(
+                f"{path}, line {line_number}: index {index!r} out of sequence (expected {len(mids)})"
+            )
+        if mid in seen:
+            raise AudioSetFileError(f"{path}, line {line_number}: label {mid!r} repeats line {seen[mid]}")
+        seen[mid] = line_number
+        mids.append(mid)
+        names.append(name)
+        lines.append(line_number)
+    if not mids:
+        raise AudioSetFileError(f"{path}: no labels")
+    return mids, names, lines
+
+
+# ---------------------------------------------------------------------------- segment CSVs
+@dataclass
+class Segments:
+    """One AudioSet split: parallel columns, labels as an Arrow list array of class indices."""
+
+    ytid: pa.Array
+    start_seconds: np.ndarray
+    end_seconds: np.ndarray
+    labels: pa.ListArray
+    source: str = ""
+
+    def __len__(self) -> int:
+        return len(self.ytid)
+
+    @property
+    def num_positive_labels(self) -> int:
+        return len(self.labels.values)
+
+
+def read_segments(path: PathLike, label_index: Union[Dict[str, int], "object"]) -> Segments:
+    """Read a Google segment CSV (``.csv`` or ``.csv.gz``).
+
+    Format: comment lines starting with ``#``, then ``YTID, start, end, "mid1,mid2"``. The parse is
+    vectorised with Arrow compute kernels; on any malformed row the file and line are reported.
+    ``label_index`` maps mid -> class index (an :class:`~hlp_audio.Ontology` works too).
+    """
+    if hasattr(label_index, "label2id"):
+        label_index = label_index.label2id
+    data = _read_bytes(path)
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise AudioSetFileError(f"{path}: not UTF-8 text ({err})") from None
+    lines = pa.array(text.split("\n"))
+    if len(lines) and lines[-1].as_py() == "":
+        lines = lines.slice(0, len(lines) - 1)
+    line_numbers = np.arange(1, len(lines) + 1)
+    stripped = pc.utf8_rtrim(lines, characters="\r")
+    keep = pc.invert(pc.or_(pc.starts_with(stripped, "#"), pc.equal(pc.utf8_trim_whitespace(stripped), "")))
+    rows = stripped.filter(keep)
+    line_numbers = line_numbers[np.asarray(keep.to_numpy(zero_copy_only=False), dtype=bool)]
+    fields = pc.split_pattern(rows, ", ", max_splits=3)
+    counts = pc.list_value_length(fields).to_numpy(zero_copy_only=False)
+    if len(rows) and (counts != 4).any():
+        bad = int(np.flatnonzero(counts != 4)[0])
+        raise AudioSetFileError(
+            f"{path}, line {line_numbers[bad]}: expected 4 fields 'YTID, start, end, \"labels\"', "
+            f"got {counts[bad]}: {rows[bad].as_py()!r}"
+        )
+    ytid = pc.list_element(fields, 0) if len(rows) else pa.array([], pa.string())
+    start = _parse_seconds(path, fields, 1, line_numbers, rows)
+    end = _parse_seconds(path, fields, 2, line_numbers, rows)
+    raw_labels = pc.list_element(fields, 3) if len(rows) else pa.array([], pa.string())
+    quoted = pc.and_(pc.starts_with(raw_labels, '"'), pc.ends_with(raw_labels, '"'))
+    quoted_np = quoted.to_numpy(zero_copy_only=False).astype(bool) & (
+        pc.utf8_length(raw_labels).to_numpy(zero_copy_only=False) >= 2
+    )
+    if len(rows) and not quoted_np.all():
+        bad = int(np.flatnonzero(~quoted_np)[0])
+        raise AudioSetFileError(
+            f"{path}, line {line_numbers[bad]}: the label list must be double-quoted, got {raw_labels[bad].as_py()!r}"
+        )
+    inner = pc.utf8_slice_codeunits(raw_labels, 1, -1)
+    mids = pc.split_pattern(inner, ",")
+    flat = pc.utf8_trim_whitespace(pc.list_flatten(mids))
+    vocabulary = pa.array(list(label_index.keys()), pa.string())
+    positions = pc.index_in(flat, value_set=vocabulary)
+    if positions.null_count:
+        bad_value = int(np.flatnonzero(positions.is_null().to_numpy(zero_copy_only=False))[0])
+        row = int(pc.list_parent_indices(mids).to_numpy()[bad_value])
+        label = flat[bad_value].as_py()
+        what = "an empty label" if label == "" else f"label {label!r}, which is not in the label set"
+        raise AudioSetFileError(f"{path}, line {line_numbers[row]}: {what} ({len(label_index)} classes)")
+    class_of_position = np.asarray(list(label_index.values()), dtype=np.int32)
+    values = class_of_position[positions.to_numpy(zero_copy_only=False)]
+    offsets = mids.offsets.to_numpy()
+    offsets = (offsets - offsets[0]).astype(np.int32)
+    labels = pa.ListArray.from_arrays(pa.array(offsets), pa.array(values, pa.int32()))
+    bad_span = end < start
+    if bad_span.any():
+        bad = int(np.flatnonzero(bad_span)[0])
+        raise AudioSetFileError(f"{path}, line {line_numbers[bad]}: end {end[bad]} is before start {start[bad]}")
+    return Segments(ytid=ytid, start_seconds=start, end_seconds=end, labels=labels, source=str(path))
+
+
+def _parse_seconds(path, fields, position, line_numbers, rows) -> np.ndarray:
+    if not len(rows):
+        return np.zeros(0)
+    column = pc.utf8_trim_whitespace(pc.list_element(fields, position))
+    try:
+        return pc.cast(column, pa.float64()).to_numpy(zero_copy_only=False)
+    except (pa.ArrowInvalid, ValueError):
+        for i, value in enumerate(column.to_pylist()):
+            try:
+                float(value)
+            except (TypeError, ValueError):
+                what = "start" if position == 1 else "end"
+                raise AudioSetFileError(
+                    f"{path}, line {line_numbers[i]}: {what} time {value!r} is not a number"
+                ) from None
+        raise
+
+
+def load_segments(
+    splits: Optional[Sequence[str]] = None,
+    ontology=None,
+    *,
+    audioset_dir: Optional[PathLike] = None,
+    paths: Optional[Dict[str, PathLike]] = None,
+) -> Dict[str, Segments]:
+    """Read the segment CSVs of the named splits (default: all three) against an ontology."""
+    from .ontology import Ontology
+
+    if ontology is None:
+        ontology = Ontology.from_audioset(audioset_dir=audioset_dir)
+    splits = list(SPLITS) if splits is None else list(splits)
+    paths = dict(paths or {})
+    result = {}
+    for split in splits:
+        if split not in SPLITS:
+            raise ValueError(f"unknown split {split!r}; choose from {list(SPLITS)}")
+        file_path = resolve_file(SPLITS[split], paths.get(split), audioset_dir=audioset_dir)
+        result[split] = read_segments(file_path, ontology)
+    return result

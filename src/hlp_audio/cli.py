@@ -1,0 +1,71 @@
+"""The ``hlp-audio`` command line."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import List, Optional
+
+__all__ = ["main", "build_parser"]
+
+
+def _add_stats(subparsers) -> None:
+    from .audioset import SPLITS
+
+    parser = subparsers.add_parser(
+        "stats",
+        help="HLP label statistics on AudioSet (the paper's figures)",
+        description="Mean labels per clip before/after HLP, clips changed, the ontology's structure "
+        "and the classes that grow most, per split and for all splits together.",
+    )
+    parser.add_argument("--audioset-dir", help="folder with the AudioSet metadata files (default: $HLP_AUDIOSET_DIR, else download)")
+    parser.add_argument("--splits", nargs="+", choices=list(SPLITS), default=list(SPLITS), help="splits to read (default: all three)")
+    parser.add_argument("--top", type=int, default=10, metavar="N", help="classes to list by growth factor (default 10)")
+    parser.add_argument("--json", action="store_true", help="print one JSON object instead of tables")
+    parser.add_argument("--plot", metavar="FILE.png", help="draw the growth chart of the top-N classes as a PNG")
+    parser.set_defaults(handler=_run_stats)
+
+
+def _run_stats(args) -> int:
+    from .audioset import load_segments
+    from .ontology import Ontology
+    from .stats import compute_stats, format_stats, plot_growth
+
+    if args.top < 0:
+        raise SystemExit("--top must be >= 0")
+    ontology = Ontology.from_audioset(audioset_dir=args.audioset_dir)
+    segments = load_segments(args.splits, ontology, audioset_dir=args.audioset_dir)
+    stats = compute_stats(ontology, segments, top=args.top)
+    if args.plot:
+        plot_growth(stats, args.plot)
+    if args.json:
+        print(json.dumps(stats, indent=2))
+    else:
+        print(format_stats(stats))
+        if args.plot:
+            print(f"\ngrowth chart written to {args.plot}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="hlp-audio", description="Hierarchical Label Propagation for audio tagging")
+    subparsers = parser.add_subparsers(dest="command", required=True)
+    _add_stats(subparsers)
+    return parser
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    from .audioset import AudioSetFileError
+    from .ontology import OntologyError
+
+    args = build_parser().parse_args(argv)
+    try:
+        return args.handler(args)
+    except (AudioSetFileError, OntologyError) as err:
+        print(f"hlp-audio {args.command}: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,180 @@
+"""The HLP rule as array kernels: unique parents, ancestor pairs, and the max over ancestors.
+
+This file imports only numpy and torch, so that it travels with the model files as Hub remote code
+(``modeling_hlp_audio.py`` imports it as a sibling). The ``hlp_audio`` core (``Ontology``,
+``propagate_labels``, ``propagate_scores``) is built on these same functions: there is one
+implementation of the rule.
+
+Vocabulary: classes are numbered 0..C-1. ``labelled_parents[c]`` lists the labelled parents of c
+(non-label ontology nodes already contracted away). A class with exactly one labelled parent
+propagates to it; a class with none is a root; a class with two or more is ambiguous and
+propagates nothing. The *ancestor pairs* are every (descendant, ancestor) pair reached by following
+unique parents, i.e. the off-diagonal True cells of the lookup table L.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence, Tuple
+
+import numpy as np
+
+try:  # torch is optional for the numpy paths
+    import torch
+except ImportError:  # pragma: no cover - torch is a dependency of the package
+    torch = None
+
+__all__ = [
+    "unique_parent_array",
+    "ancestor_pairs",
+    "AncestorMax",
+    "max_over_ancestors",
+]
+
+
+def unique_parent_array(labelled_parents: Sequence[Sequence[int]]) -> np.ndarray:
+    """Index of each class's unique labelled parent, or -1 (a root, or ambiguous)."""
+    unique = np.full(len(labelled_parents), -1, dtype=np.int64)
+    for child, parents in enumerate(labelled_parents):
+        if len(parents) == 1:
+            unique[child] = int(parents[0])
+    return unique
+
+
+def ancestor_pairs(unique_parent: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+    """All (descendant, ancestor) pairs along unique-parent chains, sorted by ancestor.
+
+    Vectorised over classes: one step up every chain at a time, so the loop runs depth-of-tree
+    times. A chain longer than C steps can only be a cycle, which is reported.
+    """
+    unique_parent = np.asarray(unique_parent, dtype=np.int64)
+    num_classes = unique_parent.shape[0]
+    if num_classes and (unique_parent.max(initial=-1) >= num_classes or unique_parent.min() < -1):
+        raise ValueError(f"unique parent index out of range [-1, {num_classes}) in {unique_parent!r}")
+    descendants, ancestors = [], []
+    node = np.arange(num_classes, dtype=np.int64)
+    current = unique_parent.copy()
+    for _ in range(num_classes + 1):
+        alive = current >= 0
+        if not alive.any():
+            break
+        node, current = node[alive], current[alive]
+        descendants.append(node)
+        ancestors.append(current)
+        current = unique_parent[current]
+    else:
+        stuck = sorted(set(node.tolist()))
+        raise ValueError(f"the unique-parent relation has a cycle through classes {stuck[:10]}")
+    if not descendants:
+        empty = np.zeros(0, dtype=np.int64)
+        return empty, empty.copy()
+    descendant = np.concatenate(descendants)
+    ancestor = np.concatenate(ancestors)
+    if np.any(descendant == ancestor):
+        bad = descendant[descendant == ancestor][0]
+        raise ValueError(f"class {int(bad)} is its own unique ancestor (a cycle)")
+    order = np.lexsort((descendant, ancestor))
+    return descendant[order], ancestor[order]
+
+
+class AncestorMax:
+    """A reusable plan for :func:`max_over_ancestors` on one hierarchy.
+
+    Each receiving class gets the list of itself and its descendants; receivers are bucketed by
+    list length (powers of two) and padded with their own index, so the whole operation is a few
+    gathers plus a max over a small axis per bucket, then one out-of-place column write. This is
+    faster than a scatter over the (descendant, ancestor) pairs on CPU and GPU, and never builds
+    anything of size N x C x C.
+    """
+
+    def __init__(self, descendant, ancestor):
+        descendant = np.asarray(descendant, dtype=np.int64)
+        ancestor = np.asarray(ancestor, dtype=np.int64)
+        self.num_pairs = int(descendant.size)
+        receivers, counts = np.unique(ancestor, return_counts=True)
+        order = np.lexsort((descendant, ancestor))
+        descendant, ancestor = descendant[order], ancestor[order]
+        starts = np.searchsorted(ancestor, receivers)
+        width = counts + 1  # the receiver itself comes first
+        bucket = np.ceil(np.log2(np.maximum(width, 1))).astype(np.int64)
+        self.groups = []  # (flat padded indices (G * K,), G, K)
+        receiver_order = []
+        for level in np.unique(bucket):
+            members = np.flatnonzero(bucket == level)
+            k = int(width[members].max())
+            padded = np.repeat(receivers[members][:, None], k, axis=1)
+            for row, member in enumerate(members):
+                padded[row, 1 : 1 + counts[member]] = descendant[starts[member] : starts[member] + counts[member]]
+            self.groups.append((padded.ravel(), len(members), k))
+            receiver_order.append(receivers[members])
+        self.receivers = np.concatenate(receiver_order) if receiver_order else np.zeros(0, dtype=np.int64)
+        self._device_cache = {}
+
+    def _torch_indices(self, device):
+        if device not in self._device_cache:
+            self._device_cache[device] = (
+                [(torch.as_tensor(flat, device=device), g, k) for flat, g, k in self.groups],
+                torch.as_tensor(self.receivers, device=device),
+            )
+        return self._device_cache[device]
+
+    def __call__(self, values):
+        if torch is not None and isinstance(values, torch.Tensor):
+            numpy_ok = values.device.type == "cpu" and values.dtype in _NUMPY_SAFE and not (
+                values.requires_grad and torch.is_grad_enabled()
+            )
+            if numpy_ok:  # numpy's small-axis max is several times faster than torch's on CPU
+                return torch.from_numpy(self._numpy(values.detach().numpy()))
+            return self._torch(values)
+        return self._numpy(np.asarray(values))
+
+    def _numpy(self, values):
+        out = values.copy()
+        if not self.groups or values.shape[-1] == 0:
+            return out
+        lead = values.shape[:-1]
+        reduced = [values[..., flat].reshape(*lead, g, k).max(axis=-1) for flat, g, k in self.groups]
+        out[..., self.receivers] = np.concatenate(reduced, axis=-1)
+        return out
+
+    def _torch(self, values):
+        if not self.groups:
+            return values.clone()
+        if values.dtype == torch.bool:  # no bool max kernel everywhere; max == logical or
+            return self._torch(values.to(torch.uint8)).bool()
+        groups, receivers = self._torch_indices(values.device)
+        reduced = [values.index_select(-1, flat).unflatten(-1, (g, k)).amax(-1) for flat, g, k in groups]
+        return values.index_copy(-1, receivers, torch.cat(reduced, dim=-1))
+
+
+_NUMPY_SAFE = ()
+if torch is not None:
+    _NUMPY_SAFE = (torch.float32, torch.float64, torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8, torch.bool)
+
+_PLANS: dict = {}
+
+
+def max_over_ancestors(values, descendant, ancestor):
+    """``out[..., a] = max(values[..., a], max over descendants d of a of values[..., d])``.
+
+    Equal to ``max_i values[..., i] * L[i, a]`` for binary values and to the max over the lookup
+    table L for any real values (logits included: nothing is multiplied by a mask). The class axis
+    is the last one. Numpy arrays stay numpy; torch tensors keep their device and dtype, the
+    result is a new tensor and gradients flow to the maximal entries. ``descendant`` /
+    ``ancestor`` are the pairs from :func:`ancestor_pairs` (numpy arrays or tensors); the plan
+    built from them is cached, so repeated calls cost only the computation.
+    """
+    if isinstance(descendant, AncestorMax):
+        return descendant(values)
+    if torch is not None and isinstance(descendant, torch.Tensor):
+        descendant = descendant.detach().cpu().numpy()
+    if torch is not None and isinstance(ancestor, torch.Tensor):
+        ancestor = ancestor.detach().cpu().numpy()
+    descendant = np.ascontiguousarray(descendant, dtype=np.int64)
+    ancestor = np.ascontiguousarray(ancestor, dtype=np.int64)
+    key = (descendant.tobytes(), ancestor.tobytes())
+    plan = _PLANS.get(key)
+    if plan is None:
+        if len(_PLANS) > 64:
+            _PLANS.clear()
+        plan = _PLANS[key] = AncestorMax(descendant, ancestor)
+    return plan(values)

@@ -1,0 +1,371 @@
+"""The label hierarchy and the exact HLP rule.
+
+Nodes are the labelled classes only, in index order. Ontology nodes that are not labels are
+transparent: edges are contracted through them, whatever their ``restrictions`` flags. A class
+propagates to its labelled parent only when it has exactly one; the lookup table is the closure
+along chains of unique parents (see ``DESIGN.md``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from functools import cached_property
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+
+from .modeling.hierarchy_ops import ancestor_pairs, unique_parent_array
+
+__all__ = ["Ontology", "OntologyError"]
+
+PathLike = Union[str, "os.PathLike[str]"]
+
+DICT_FORMAT = "hlp-ontology/1"
+
+
+class OntologyError(ValueError):
+    """A malformed hierarchy: unknown or duplicate ids, cycles, bad files."""
+
+
+class Ontology:
+    """A set of labelled classes (index order) and, for each, its labelled parents.
+
+    Build one with :meth:`from_audioset`, :meth:`from_parents` or :meth:`from_dict`.
+
+    >>> onto = Ontology.from_parents(["dog", "animal"], {"dog": ["animal"]})
+    >>> onto.lookup_table().astype(int).tolist()
+    [[1, 1], [0, 1]]
+    """
+
+    def __init__(
+        self,
+        labels: Sequence[str],
+        labelled_parents: Sequence[Sequence[int]],
+        names: Optional[Sequence[str]] = None,
+    ):
+        labels = [str(label) for label in labels]
+        if len(set(labels)) != len(labels):
+            _raise_duplicates(labels, "label ids")
+        if len(labelled_parents) != len(labels):
+            raise OntologyError(
+                f"labelled_parents has {len(labelled_parents)} entries for {len(labels)} labels"
+            )
+        names = list(labels) if names is None else [str(name) for name in names]
+        if len(names) != len(labels):
+            raise OntologyError(f"{len(names)} names for {len(labels)} labels")
+        parents: List[Tuple[int, ...]] = []
+        for child, row in enumerate(labelled_parents):
+            row = tuple(int(p) for p in row)
+            for parent in row:
+                if not 0 <= parent < len(labels):
+                    raise OntologyError(
+                        f"class {child} ({labels[child]!r}) has parent index {parent}, "
+                        f"outside [0, {len(labels)})"
+                    )
+                if parent == child:
+                    raise OntologyError(f"class {child} ({labels[child]!r}) is its own parent")
+            if len(set(row)) != len(row):
+                raise OntologyError(f"class {child} ({labels[child]!r}) lists a parent twice: {row}")
+            parents.append(row)
+        self._labels: Tuple[str, ...] = tuple(labels)
+        self._names: Tuple[str, ...] = tuple(names)
+        self._labelled_parents: Tuple[Tuple[int, ...], ...] = tuple(parents)
+        self._label_to_index: Dict[str, int] = {label: i for i, label in enumerate(labels)}
+        try:
+            self._descendant, self._ancestor = ancestor_pairs(self.unique_parent)
+        except ValueError as err:
+            raise OntologyError(str(err)) from None
+        _check_acyclic(self._labelled_parents, self._labels)
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def from_parents(
+        cls,
+        labels: Sequence[str],
+        parents: Mapping,
+        names: Optional[Union[Sequence[str], Mapping]] = None,
+    ) -> "Ontology":
+        """Build from any hierarchy given as ``child id -> parent ids``.
+
+        ``labels`` are the class ids in index order. ``parents`` may mention ids that are not
+        labels (they are transparent: their own parents are looked through) and may omit ids that
+        have no parent. ``names`` is a list in label order or a mapping id -> name.
+        """
+        labels = [str(label) for label in labels]
+        parent_map: Dict[str, Tuple[str, ...]] = {}
+        for child, row in parents.items():
+            if isinstance(row, (str, bytes)):
+                raise OntologyError(
+                    f"parents of {child!r} must be a list of ids, got the string {row!r}"
+                )
+            parent_map[str(child)] = tuple(str(p) for p in row)
+        label_set = set(labels)
+        if len(label_set) != len(labels):
+            _raise_duplicates(labels, "label ids")
+        contracted = _contract(labels, label_set, parent_map)
+        index = {label: i for i, label in enumerate(labels)}
+        labelled_parents = [[index[p] for p in contracted[label]] for label in labels]
+        if isinstance(names, Mapping):
+            names = [str(names.get(label, label)) for label in labels]
+        return cls(labels, labelled_parents, names)
+
+    @classmethod
+    def from_audioset(
+        cls,
+        ontology_json: Optional[PathLike] = None,
+        class_labels_csv: Optional[PathLike] = None,
+        *,
+        audioset_dir: Optional[PathLike] = None,
+    ) -> "Ontology":
+        """The 527 AudioSet classes (order of ``class_labels_indices.csv``) and their hierarchy.
+
+        Files are found as in :func:`hlp_audio.audioset.resolve_file`: explicit paths, then
+        ``audioset_dir``, then ``$HLP_AUDIOSET_DIR``, then a verified download into the cache.
+        """
+        from .audioset import read_class_labels, read_ontology_json, resolve_file
+
+        ontology_path = resolve_file("ontology.json", ontology_json, audioset_dir=audioset_dir)
+        labels_path = resolve_file("class_labels_indices.csv", class_labels_csv, audioset_dir=audioset_dir)
+        nodes = read_ontology_json(ontology_path)
+        mids, names, lines = read_class_labels(labels_path)
+        parents: Dict[str, List[str]] = {node_id: [] for node_id in nodes}
+        for node_id, node in nodes.items():
+            for child in node["child_ids"]:
+                if child not in nodes:
+                    raise OntologyError(
+                        f"{ontology_path}: node {node_id!r} ({node['name']!r}) lists child "
+                        f"{child!r}, which is not in the ontology"
+                    )
+                parents[child].append(node_id)
+        for mid, line in zip(mids, lines):
+            if mid not in nodes:
+                raise OntologyError(
+                    f"{labels_path}, line {line}: label {mid!r} is not in the ontology {ontology_path}"
+                )
+        return cls.from_parents(mids, parents, names)
+
+    # ------------------------------------------------------------------ serialisation
+    def to_dict(self) -> dict:
+        """Compact JSON-safe form: labels, names and labelled parents (class indices)."""
+        return {
+            "format": DICT_FORMAT,
+            "labels": list(self._labels),
+            "names": list(self._names),
+            "parents": [list(row) for row in self._labelled_parents],
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping) -> "Ontology":
+        if not isinstance(data, Mapping):
+            raise OntologyError(f"expected a mapping from Ontology.to_dict(), got {type(data).__name__}")
+        fmt = data.get("format", DICT_FORMAT)
+        if fmt != DICT_FORMAT:
+            raise OntologyError(f"unknown ontology dict format {fmt!r} (expected {DICT_FORMAT!r})")
+        missing = [key for key in ("labels", "parents") if key not in data]
+        if missing:
+            raise OntologyError(f"ontology dict lacks {missing}")
+        return cls(data["labels"], data["parents"], data.get("names"))
+
+    def to_json(self, path: Optional[PathLike] = None) -> str:
+        text = json.dumps(self.to_dict(), ensure_ascii=False)
+        if path is not None:
+            with open(path, "w", encoding="utf-8") as handle:
+                handle.write(text)
+        return text
+
+    @classmethod
+    def from_json(cls, path: PathLike) -> "Ontology":
+        with open(path, encoding="utf-8") as handle:
+            try:
+                data = json.load(handle)
+            except json.JSONDecodeError as err:
+                raise OntologyError(f"{path}: invalid JSON ({err})") from None
+        return cls.from_dict(data)
+
+    # ------------------------------------------------------------------ accessors
+    @property
+    def labels(self) -> Tuple[str, ...]:
+        return self._labels
+
+    @property
+    def names(self) -> Tuple[str, ...]:
+        return self._names
+
+    @property
+    def labelled_parents(self) -> Tuple[Tuple[int, ...], ...]:
+        return self._labelled_parents
+
+    def __len__(self) -> int:
+        return len(self._labels)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self._labels)
+
+    def __repr__(self) -> str:
+        return (
+            f"Ontology(classes={len(self)}, edges={len(self.edges)}, "
+            f"receiving={len(self.receiving)}, ambiguous={len(self.ambiguous)})"
+        )
+
+    def __eq__(self, other) -> bool:
+        if not isinstance(other, Ontology):
+            return NotImplemented
+        return (self._labels, self._names, self._labelled_parents) == (
+            other._labels,
+            other._names,
+            other._labelled_parents,
+        )
+
+    def __hash__(self) -> int:
+        return hash((self._labels, self._labelled_parents))
+
+    def index(self, label: str) -> int:
+        """Class index of a label id (or, failing that, of a display name)."""
+        try:
+            return self._label_to_index[label]
+        except KeyError:
+            pass
+        try:
+            return self._name_to_index[label]
+        except KeyError:
+            raise KeyError(f"unknown label {label!r}: not among the {len(self)} class ids or names") from None
+
+    def indices(self, labels: Iterable[str]) -> List[int]:
+        return [self.index(label) for label in labels]
+
+    @cached_property
+    def _name_to_index(self) -> Dict[str, int]:
+        mapping: Dict[str, int] = {}
+        for i, name in enumerate(self._names):
+            mapping.setdefault(name, i)
+        return mapping
+
+    @cached_property
+    def label2id(self) -> Dict[str, int]:
+        return dict(self._label_to_index)
+
+    @cached_property
+    def id2label(self) -> Dict[int, str]:
+        return dict(enumerate(self._names))
+
+    @cached_property
+    def unique_parent(self) -> np.ndarray:
+        """Unique labelled parent of each class, or -1 (root or ambiguous)."""
+        return unique_parent_array(self._labelled_parents)
+
+    @cached_property
+    def edges(self) -> np.ndarray:
+        """(E, 2) int64 array of the child -> parent edges that propagate (unique parents)."""
+        child = np.flatnonzero(self.unique_parent >= 0)
+        return np.stack([child, self.unique_parent[child]], axis=1)
+
+    @property
+    def ancestor_pairs(self) -> Tuple[np.ndarray, np.ndarray]:
+        """(descendant, ancestor) index arrays: the off-diagonal cells of the lookup table."""
+        return self._descendant, self._ancestor
+
+    @cached_property
+    def ambiguous(self) -> np.ndarray:
+        """Classes with two or more labelled parents: they propagate nothing."""
+        return np.array([i for i, row in enumerate(self._labelled_parents) if len(row) > 1], dtype=np.int64)
+
+    @cached_property
+    def propagating(self) -> np.ndarray:
+        """Classes with a unique labelled parent (they pass labels up)."""
+        return np.flatnonzero(self.unique_parent >= 0)
+
+    @cached_property
+    def receiving(self) -> np.ndarray:
+        """Classes that can receive propagated labels (the unique parents)."""
+        return np.unique(self._ancestor)
+
+    @cached_property
+    def roots(self) -> np.ndarray:
+        return np.array([i for i, row in enumerate(self._labelled_parents) if not row], dtype=np.int64)
+
+    def lookup_table(self) -> np.ndarray:
+        """(C, C) bool: ``L[i, j]`` is True iff j == i or j is a unique-parent ancestor of i."""
+        table = np.eye(len(self), dtype=bool)
+        table[self._descendant, self._ancestor] = True
+        return table
+
+    def ancestors(self, label: Union[int, str]) -> List[int]:
+        """Unique-parent ancestors of a class, nearest first."""
+        node = label if isinstance(label, (int, np.integer)) else self.index(label)
+        chain = []
+        node = int(self.unique_parent[node])
+        while node >= 0:
+            chain.append(node)
+            node = int(self.unique_parent[node])
+        return chain
+
+
+def _raise_duplicates(ids: Sequence[str], what: str) -> None:
+    seen, dupes = set(), []
+    for item in ids:
+        if item in seen:
+            dupes.append(item)
+        seen.add(item)
+    raise OntologyError(f"duplicate {what}: {sorted(set(dupes))[:10]}")
+
+
+def _contract(labels: Sequence[str], label_set: set, parent_map: Dict[str, Tuple[str, ...]]) -> Dict[str, List[str]]:
+    """Labelled parents of every label, looking through non-label nodes (memoised DFS)."""
+    frontier: Dict[str, Tuple[str, ...]] = {}  # non-label node -> its nearest labelled ancestors
+    in_progress: List[str] = []
+
+    def nearest_labelled(node: str) -> Tuple[str, ...]:
+        if node in frontier:
+            return frontier[node]
+        if node in in_progress:
+            cycle = in_progress[in_progress.index(node):] + [node]
+            raise OntologyError(f"the hierarchy has a cycle: {' -> '.join(cycle)}")
+        in_progress.append(node)
+        found: List[str] = []
+        for parent in parent_map.get(node, ()):
+            for labelled in ((parent,) if parent in label_set else nearest_labelled(parent)):
+                if labelled not in found:
+                    found.append(labelled)
+        in_progress.pop()
+        frontier[node] = tuple(found)
+        return frontier[node]
+
+    contracted: Dict[str, List[str]] = {}
+    for label in labels:
+        found: List[str] = []
+        for parent in parent_map.get(label, ()):
+            if parent == label:
+                raise OntologyError(f"the hierarchy has a cycle: {label} -> {label}")
+            for labelled in ((parent,) if parent in label_set else nearest_labelled(parent)):
+                if labelled not in found:
+                    found.append(labelled)
+        if label in found:
+            raise OntologyError(f"the hierarchy has a cycle: {label!r} is its own ancestor")
+        contracted[label] = found
+    return contracted
+
+
+def _check_acyclic(labelled_parents: Sequence[Sequence[int]], labels: Sequence[str]) -> None:
+    """Reject cycles among labelled classes (Kahn's algorithm over all parent edges)."""
+    num = len(labelled_parents)
+    child_count = np.zeros(num, dtype=np.int64)
+    children: List[List[int]] = [[] for _ in range(num)]
+    for child, parents in enumerate(labelled_parents):
+        for parent in parents:
+            children[parent].append(child)
+            child_count[child] += 1  # in-degree counted child-ward: number of parents
+    ready = [i for i in range(num) if child_count[i] == 0]
+    visited = 0
+    while ready:
+        node = ready.pop()
+        visited += 1
+        for child in children[node]:
+            child_count[child] -= 1
+            if child_count[child] == 0:
+                ready.append(child)
+    if visited != num:
+        stuck = [labels[i] for i in range(num) if child_count[i] > 0]
+        raise OntologyError(f"the hierarchy has a cycle among labels {stuck[:10]}")
