@@ -13,6 +13,11 @@ rm -rf "$venv"
 "$venv/bin/python" -m pip install --quiet --upgrade pip
 "$venv/bin/python" -m pip install --quiet "torch==2.13.0" -c requirements/constraints.txt
 "$venv/bin/python" -m pip install --quiet -c requirements/constraints.txt -e ".[$extras]"
+if [[ ",$extras," == *",test,"* ]]; then
+  # The PaSST reference implementation, for the checkpoint-equality tests only. Its metadata asks for
+  # timm and torchaudio, which are not wanted here: the tests import it with a stand-in timm.
+  "$venv/bin/python" -m pip install --quiet --no-deps -c requirements/constraints.txt "hear21passt==0.0.26"
+fi
 if "$venv/bin/python" -c "import torchaudio" 2>/dev/null; then
   echo "torchaudio must not be installed (it breaks ASTFeatureExtractor with torch 2.13)" >&2
   exit 1

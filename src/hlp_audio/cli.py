@@ -48,10 +48,72 @@ def _run_stats(args) -> int:
     return 0
 
 
+def _add_tag(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "tag",
+        help="tag audio files with an HLP tagger (sigmoid scores, post-HLP)",
+        description="Decode each file (wav, flac, ogg; resampled to the model's rate, no ffmpeg needed), run the "
+        "model and print its top labels with sigmoid scores.",
+    )
+    parser.add_argument("files", nargs="+", metavar="FILE", help="audio files to tag")
+    parser.add_argument(
+        "--model", required=True, metavar="DIR_OR_REPO", help="a saved HLP tagger: local folder or Hub repo id"
+    )
+    parser.add_argument("--top-k", type=int, default=10, metavar="K", help="labels to print per file (default 10)")
+    parser.add_argument("--no-post-hlp", action="store_true", help="print the raw scores, without HLP post-processing")
+    parser.add_argument("--json", action="store_true", help="print one JSON object instead of text")
+    parser.set_defaults(handler=_run_tag)
+
+
+def _run_tag(args) -> int:
+    from .modeling.audio_loading import AudioLoadingError
+    from .modeling.pipeline_hlp_audio import is_hlp_audio_model
+    from .transformers_integration import register_with_transformers
+
+    if args.top_k < 1:
+        print(f"hlp-audio tag: error: --top-k must be >= 1, got {args.top_k}", file=sys.stderr)
+        return 2
+    register_with_transformers()
+    from transformers import pipeline
+
+    try:
+        tagger = pipeline("audio-classification", model=args.model)
+    except (OSError, ValueError) as err:
+        print(f"hlp-audio tag: error: cannot load the model {args.model}: {err}", file=sys.stderr)
+        return 2
+    if not is_hlp_audio_model(tagger.model):
+        print(
+            f"hlp-audio tag: error: {args.model} is not an HLP tagger "
+            f"(model_type {tagger.model.config.model_type!r}, expected 'hlp_audio')",
+            file=sys.stderr,
+        )
+        return 2
+    if args.no_post_hlp:
+        tagger.model.config.post_hlp = False
+    results, failed = [], 0
+    for path in args.files:
+        try:
+            tags = tagger(path, top_k=args.top_k)
+        except (OSError, AudioLoadingError) as err:  # OSError: missing or unreadable file
+            print(f"hlp-audio tag: error: {err}", file=sys.stderr)
+            failed += 1
+            continue
+        results.append({"file": path, "tags": tags})
+    if args.json:
+        print(json.dumps({"model": args.model, "post_hlp": tagger.model.config.post_hlp, "results": results}, indent=2))
+    else:
+        for result in results:
+            print(result["file"])
+            for tag in result["tags"]:
+                print(f"  {tag['score']:.4f}  {tag['label']}")
+    return 2 if failed else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hlp-audio", description="Hierarchical Label Propagation for audio tagging")
     subparsers = parser.add_subparsers(dest="command", required=True)
     _add_stats(subparsers)
+    _add_tag(subparsers)
     return parser
 
 

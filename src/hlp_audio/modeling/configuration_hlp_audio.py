@@ -1,0 +1,198 @@
+"""Configuration of the HLP audio tagger: the label hierarchy travels inside ``config.json``.
+
+This file imports only numpy, transformers and its sibling ``hierarchy_ops``, so that it is copied
+to the Hub as remote code (``register_for_auto_class``) and loads where ``hlp-audio`` is not installed.
+"""
+
+import copy
+import sys
+from typing import Any
+
+from huggingface_hub.dataclasses import strict
+from transformers.configuration_utils import PreTrainedConfig
+
+from .hierarchy_ops import ancestor_pairs, unique_parent_array
+
+__all__ = ["HLPAudioConfig", "ONTOLOGY_FORMAT", "PIPELINE_TASK", "SHIPPED_PIPELINES"]
+
+ONTOLOGY_FORMAT = "hlp-ontology/1"  # the format written by ``hlp_audio.Ontology.to_dict()``
+
+PIPELINE_TASK = "audio-classification"
+# The pipeline saved next to the weights (``pipeline_hlp_audio.py``): with ``trust_remote_code=True``,
+# ``pipeline("audio-classification", model=...)`` then decodes audio files without ffmpeg.
+SHIPPED_PIPELINES = {
+    PIPELINE_TASK: {
+        "impl": "pipeline_hlp_audio.HLPAudioClassificationPipeline",
+        "pt": ["AutoModelForAudioClassification"],
+        "type": "audio",
+    }
+}
+
+
+@strict
+class HLPAudioConfig(PreTrainedConfig):
+    r"""Configuration of [`HLPAudioForAudioClassification`]: a backbone, a multi-label head and the label hierarchy.
+
+    Args:
+        ontology (`dict`, *optional*):
+            The label hierarchy in the compact form of ``hlp_audio.Ontology.to_dict()``: ``labels`` (class ids, in
+            output order), ``names`` (display names) and ``parents`` (for each class, the indices of its labelled
+            parents). ``id2label`` / ``label2id`` default to the names.
+            Without an ontology the classes are flat (``num_labels`` of them) and post-HLP changes nothing.
+        post_hlp (`bool`, *optional*, defaults to `True`):
+            Apply HLP post-processing in ``forward``: the logit of every class becomes the maximum over itself and its
+            descendants along unique-parent chains, so a parent never scores below an unambiguous child.
+        hlp_targets (`bool`, *optional*, defaults to `True`):
+            Propagate the training labels up the same chains before the loss (idempotent on labels that are
+            already propagated).
+        backbone_type (`str`, *optional*, defaults to `"ast"`):
+            Key of the backbone in ``modeling_hlp_audio.BACKBONES`` (``"ast"``, ``"efficientat"``, ``"passt"``).
+        backbone_config (`dict`, *optional*):
+            Keyword arguments of the backbone (e.g. ``default_ast_config("base")``); missing keys take the backbone's
+            defaults.
+
+    ``problem_type`` is ``"multi_label_classification"``, so pipelines apply a sigmoid, never a softmax.
+
+    Example:
+
+    ```python
+    >>> from hlp_audio import Ontology
+    >>> from hlp_audio.modeling.configuration_hlp_audio import HLPAudioConfig
+    >>> ontology = Ontology.from_parents(["dog", "animal"], {"dog": ["animal"]}, names=["Dog", "Animal"])
+    >>> config = HLPAudioConfig(ontology=ontology.to_dict(), backbone_config={"hidden_size": 32})
+    >>> config.num_labels, config.id2label[1], config.problem_type
+    (2, 'Animal', 'multi_label_classification')
+    ```
+    """
+
+    model_type = "hlp_audio"
+
+    ontology: dict | None = None
+    post_hlp: bool = True
+    hlp_targets: bool = True
+    backbone_type: str = "ast"
+    backbone_config: dict | None = None
+    problem_type: str | None = "multi_label_classification"
+
+    def __post_init__(self, **kwargs):
+        if self.ontology is not None:
+            self.ontology = _checked_ontology(self.ontology)
+            names = _unique_names(self.ontology)
+            num_labels = kwargs.get("num_labels")
+            if num_labels is not None and int(num_labels) != len(names):
+                raise ValueError(f"num_labels={num_labels} but the ontology has {len(names)} classes")
+            if self.id2label is None:
+                self.id2label = dict(enumerate(names))
+            elif len(self.id2label) != len(names):
+                raise ValueError(f"id2label has {len(self.id2label)} entries but the ontology has {len(names)} classes")
+        if self.id2label is not None and self.label2id is None:
+            self.label2id = {str(name): int(index) for index, name in self.id2label.items()}
+        if not isinstance(self.backbone_type, str) or not self.backbone_type:
+            raise ValueError(f"backbone_type must be a non-empty string, got {self.backbone_type!r}")
+        if self.backbone_config is not None and not isinstance(self.backbone_config, dict):
+            raise ValueError(
+                f"backbone_config must be a dict of backbone arguments, got {type(self.backbone_config).__name__}"
+            )
+        if self.problem_type != "multi_label_classification":
+            raise ValueError(
+                f"HLPAudioConfig is a multi-label tagger: problem_type must be 'multi_label_classification', "
+                f"got {self.problem_type!r}"
+            )
+        self._custom_pipelines = copy.deepcopy(SHIPPED_PIPELINES)  # may be replaced by a saved value in kwargs
+        super().__post_init__(**kwargs)
+
+    # ------------------------------------------------------------------ hierarchy
+    @property
+    def labelled_parents(self) -> list[list[int]]:
+        """Labelled parents of each class (empty lists when the config has no ontology)."""
+        if self.ontology is None:
+            return [[] for _ in range(self.num_labels or 0)]
+        return [list(row) for row in self.ontology["parents"]]
+
+    def ancestor_pairs(self):
+        """``(descendant, ancestor)`` int64 arrays of the unique-parent closure, sorted by ancestor."""
+        return ancestor_pairs(unique_parent_array(self.labelled_parents))
+
+    # ------------------------------------------------------------------ shipped pipeline
+    @property
+    def custom_pipelines(self) -> dict:
+        """Pipelines saved with the model, read by ``transformers.pipeline``.
+
+        The HLP pipeline is advertised only while this process does not already route
+        ``"audio-classification"`` to it (``import hlp_audio`` registers it): ``pipeline()`` then needs no
+        ``trust_remote_code`` for an installed ``hlp-audio``, and uses the saved copy where it is not installed.
+        """
+        pipelines = dict(self._custom_pipelines)
+        if PIPELINE_TASK in pipelines and _hlp_pipeline_registered():
+            del pipelines[PIPELINE_TASK]
+        return pipelines
+
+    @custom_pipelines.setter
+    def custom_pipelines(self, value: dict) -> None:
+        if not isinstance(value, dict):
+            raise ValueError(f"custom_pipelines must be a dict, got {type(value).__name__}")
+        self._custom_pipelines = copy.deepcopy(value)
+
+    def to_dict(self) -> dict[str, Any]:
+        output = super().to_dict()
+        output["custom_pipelines"] = output.pop("_custom_pipelines", {})
+        return output
+
+
+def _hlp_pipeline_registered() -> bool:
+    """Whether ``transformers.pipeline("audio-classification")`` already resolves to an HLP pipeline here."""
+    pipelines = sys.modules.get("transformers.pipelines")
+    registry = getattr(pipelines, "PIPELINE_REGISTRY", None)
+    if registry is None:
+        return False
+    impl = registry.supported_tasks.get(PIPELINE_TASK, {}).get("impl")
+    return bool(getattr(impl, "is_hlp_audio_pipeline", False))
+
+
+def _checked_ontology(ontology: dict) -> dict:
+    """Validate the compact ontology (the checks ``post_hlp`` relies on) and return a JSON-safe copy."""
+    if not isinstance(ontology, dict):
+        raise ValueError(f"ontology must be a dict from Ontology.to_dict(), got {type(ontology).__name__}")
+    fmt = ontology.get("format", ONTOLOGY_FORMAT)
+    if fmt != ONTOLOGY_FORMAT:
+        raise ValueError(f"unknown ontology format {fmt!r} (expected {ONTOLOGY_FORMAT!r})")
+    missing = [key for key in ("labels", "parents") if key not in ontology]
+    if missing:
+        raise ValueError(f"the ontology dict lacks {missing}; build it with Ontology.to_dict()")
+    labels = [str(label) for label in ontology["labels"]]
+    names = [str(name) for name in ontology.get("names") or labels]
+    parents = ontology["parents"]
+    if len(names) != len(labels) or len(parents) != len(labels):
+        raise ValueError(
+            f"the ontology has {len(labels)} labels, {len(names)} names and {len(parents)} parent lists; "
+            "they must have the same length"
+        )
+    if len(set(labels)) != len(labels):
+        raise ValueError("the ontology lists a label id twice")
+    checked_parents = []
+    for child, row in enumerate(parents):
+        row = [int(parent) for parent in row]
+        bad = [parent for parent in row if not 0 <= parent < len(labels) or parent == child]
+        if bad:
+            raise ValueError(
+                f"ontology class {child} ({labels[child]!r}) has invalid parent indices {bad} "
+                f"(must be in [0, {len(labels)}) and differ from the class)"
+            )
+        checked_parents.append(row)
+    try:
+        ancestor_pairs(unique_parent_array(checked_parents))
+    except ValueError as err:
+        raise ValueError(f"invalid ontology: {err}") from None
+    return {"format": ONTOLOGY_FORMAT, "labels": labels, "names": names, "parents": checked_parents}
+
+
+def _unique_names(ontology: dict) -> list[str]:
+    """Display names for ``id2label``; a name shared by several classes gets its label id appended."""
+    names, labels = ontology["names"], ontology["labels"]
+    counts: dict[str, int] = {}
+    for name in names:
+        counts[name] = counts.get(name, 0) + 1
+    return [name if counts[name] == 1 else f"{name} ({label})" for name, label in zip(names, labels)]
+
+
+HLPAudioConfig.register_for_auto_class()

@@ -1,0 +1,428 @@
+"""The 32 kHz log-mel front end of EfficientAT and PaSST, in torch, as a transformers feature extractor.
+
+One computation, two uses:
+
+- :class:`MelFrontEnd` is an ``nn.Module`` that maps a batch of waveforms ``(batch, samples)`` to
+  normalised log-mel spectrograms ``(batch, mel_bins, frames)`` on whatever device it lives on
+  (one ``torch.stft`` call and one matmul per batch: move it to the GPU for training);
+- :class:`HLPAudioFeatureExtractor` is the ``SequenceFeatureExtractor`` used by
+  ``pipeline("audio-classification")`` and ``AutoFeatureExtractor``: it validates raw audio, pads
+  or truncates it, and runs the same :class:`MelFrontEnd` (on CPU unless ``device`` is given).
+
+The front end (EfficientAT's ``AugmentMelSTFT`` in eval mode, as used by the released AudioSet
+checkpoints and by PaSST): pre-emphasis ``y[n] = x[n+1] - 0.97 x[n]`` (the output is one sample
+shorter), STFT with ``n_fft`` 1024, a symmetric (``periodic=False``) Hann window of 800 samples
+centred in the FFT frame, hop 320, ``center=True`` with reflect padding; power spectrum; 128
+Kaldi-style triangular mel filters (mel = 1127 ln(1 + f / 700), triangles in the mel domain over
+the first ``n_fft / 2`` bins, a zero column for the Nyquist bin, fmin 0, fmax 15 kHz);
+``log(mel + 1e-5)``; ``(x + 4.5) / 5``. A clip of N samples gives ``1 + (N - 1) // 320`` frames
+(1,000 frames for 10 s at 32 kHz).
+
+Input policy (see ``HLPAudioFeatureExtractor.__call__``): mono float audio at exactly the
+extractor's sampling rate. A wrong sampling rate, multi-channel arrays, empty clips, integer
+PCM and non-finite samples raise ``ValueError`` naming the clip; decoding, downmixing and
+resampling of files belong to ``audio_loading.py`` (and the pipeline that uses it). Clips
+shorter than ``n_fft`` samples (32 ms) are zero-padded at the end to ``n_fft`` samples, the
+shortest input the centred STFT accepts; silence gives finite features (``log(1e-5)``).
+
+This file imports only numpy, torch and transformers (it travels to the Hub as remote code).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Dict, List, Optional, Sequence, Union
+
+import numpy as np
+import torch
+from torch import nn
+from transformers.feature_extraction_sequence_utils import SequenceFeatureExtractor
+from transformers.feature_extraction_utils import BatchFeature
+from transformers.utils import logging
+
+logger = logging.get_logger(__name__)
+
+__all__ = ["HLPAudioFeatureExtractor", "MelFrontEnd", "kaldi_mel_filter_bank"]
+
+AudioInput = Union[np.ndarray, torch.Tensor, Sequence[float], Sequence[np.ndarray], Sequence[torch.Tensor]]
+
+
+def _kaldi_mel(frequency: torch.Tensor) -> torch.Tensor:
+    return 1127.0 * torch.log1p(frequency / 700.0)
+
+
+def kaldi_mel_filter_bank(
+    num_mel_bins: int,
+    n_fft: int,
+    sampling_rate: int,
+    f_min: float = 0.0,
+    f_max: float = 0.0,
+    dtype: torch.dtype = torch.float32,
+) -> torch.Tensor:
+    """Kaldi's triangular mel filters, ``(num_mel_bins, n_fft // 2 + 1)``.
+
+    Same definition as Kaldi's ``MelBanks`` (and ``torchaudio.compliance.kaldi.get_mel_banks``
+    without VTLN warping): ``num_mel_bins + 2`` edges equally spaced on the mel scale
+    ``1127 ln(1 + f / 700)`` between ``f_min`` and ``f_max``; filter m rises linearly *in mel* from
+    edge m to edge m+1 and falls to edge m+2; peak 1, no area normalisation. Kaldi weighs only the
+    ``n_fft / 2`` bins below Nyquist; the Nyquist bin gets a zero column (as in EfficientAT).
+    ``f_max <= 0`` means ``nyquist + f_max`` (Kaldi's convention). Computed in float64.
+    """
+    if num_mel_bins < 1:
+        raise ValueError(f"num_mel_bins must be positive, got {num_mel_bins}")
+    if n_fft < 2 or n_fft % 2:
+        raise ValueError(f"n_fft must be a positive even number, got {n_fft}")
+    nyquist = 0.5 * sampling_rate
+    if f_max <= 0.0:
+        f_max = f_max + nyquist
+    if not 0.0 <= f_min < f_max <= nyquist:
+        raise ValueError(f"need 0 <= f_min < f_max <= nyquist, got f_min={f_min}, f_max={f_max}, nyquist={nyquist}")
+    fft_bin_mel = _kaldi_mel(torch.arange(n_fft // 2, dtype=torch.float64) * (sampling_rate / n_fft))
+    mel_min = math.log1p(f_min / 700.0) * 1127.0
+    mel_max = math.log1p(f_max / 700.0) * 1127.0
+    step = (mel_max - mel_min) / (num_mel_bins + 1)
+    edges = mel_min + step * torch.arange(num_mel_bins + 2, dtype=torch.float64)
+    left, center, right = edges[:-2, None], edges[1:-1, None], edges[2:, None]
+    rising = (fft_bin_mel - left) / (center - left)
+    falling = (right - fft_bin_mel) / (right - center)
+    filters = torch.clamp(torch.minimum(rising, falling), min=0.0)
+    return torch.nn.functional.pad(filters, (0, 1)).to(dtype)
+
+
+class MelFrontEnd(nn.Module):
+    """Waveforms ``(batch, samples)`` or ``(samples,)`` -> log-mel ``(batch, mel_bins, frames)``.
+
+    Batched and device-agnostic: ``MelFrontEnd().to("cuda")(waveforms)`` runs one STFT and one
+    matmul for the whole batch. Always computed in float32 (autocast is disabled inside, as in
+    EfficientAT), whatever the input dtype. The window and mel matrix are non-persistent buffers,
+    rebuilt from the constructor arguments (nothing to load).
+    """
+
+    def __init__(
+        self,
+        sampling_rate: int = 32000,
+        n_fft: int = 1024,
+        win_length: int = 800,
+        hop_length: int = 320,
+        num_mel_bins: int = 128,
+        f_min: float = 0.0,
+        f_max: float = 15000.0,
+        preemphasis_coefficient: float = 0.97,
+        log_offset: float = 1e-5,
+        normalization_shift: float = 4.5,
+        normalization_scale: float = 5.0,
+    ):
+        super().__init__()
+        if not 0 < win_length <= n_fft:
+            raise ValueError(f"win_length must be in (0, n_fft={n_fft}], got {win_length}")
+        if hop_length < 1:
+            raise ValueError(f"hop_length must be positive, got {hop_length}")
+        self.sampling_rate = int(sampling_rate)
+        self.n_fft = int(n_fft)
+        self.win_length = int(win_length)
+        self.hop_length = int(hop_length)
+        self.num_mel_bins = int(num_mel_bins)
+        self.preemphasis_coefficient = float(preemphasis_coefficient)
+        self.log_offset = float(log_offset)
+        self.normalization_shift = float(normalization_shift)
+        self.normalization_scale = float(normalization_scale)
+        self.register_buffer("window", torch.hann_window(self.win_length, periodic=False), persistent=False)
+        self.register_buffer(
+            "mel_filters",
+            kaldi_mel_filter_bank(self.num_mel_bins, self.n_fft, self.sampling_rate, f_min, f_max),
+            persistent=False,
+        )
+
+    @property
+    def min_samples(self) -> int:
+        """Shortest waveform accepted: the reflect-padded centred STFT needs more than ``n_fft / 2``
+        samples after pre-emphasis. (The extractor pads short clips further, to ``n_fft``.)"""
+        return self.n_fft // 2 + 1 + (1 if self.preemphasis_coefficient else 0)
+
+    def num_frames(self, num_samples: int) -> int:
+        """Number of frames produced for a waveform of ``num_samples`` samples."""
+        effective = num_samples - 1 if self.preemphasis_coefficient else num_samples
+        return 1 + effective // self.hop_length
+
+    def forward(self, waveforms: torch.Tensor) -> torch.Tensor:
+        if waveforms.dim() == 1:
+            waveforms = waveforms.unsqueeze(0)
+        if waveforms.dim() != 2:
+            raise ValueError(f"waveforms must be (batch, samples) or (samples,), got shape {tuple(waveforms.shape)}")
+        if waveforms.shape[-1] < self.min_samples:
+            raise ValueError(
+                f"waveforms have {waveforms.shape[-1]} samples; the front end needs at least {self.min_samples} "
+                f"(pad short clips, as HLPAudioFeatureExtractor does)"
+            )
+        with torch.autocast(device_type=waveforms.device.type, enabled=False):
+            waveforms = waveforms.float()
+            if self.preemphasis_coefficient:
+                waveforms = waveforms[:, 1:] - self.preemphasis_coefficient * waveforms[:, :-1]
+            spectrum = torch.stft(
+                waveforms,
+                n_fft=self.n_fft,
+                hop_length=self.hop_length,
+                win_length=self.win_length,
+                window=self.window.float(),  # float32 even if the module was cast (e.g. model.to(bfloat16))
+                center=True,
+                pad_mode="reflect",
+                normalized=False,
+                return_complex=True,
+            )
+            power = spectrum.real.square() + spectrum.imag.square()  # (batch, n_fft // 2 + 1, frames)
+            mel = torch.matmul(self.mel_filters.float(), power)
+            return (torch.log(mel + self.log_offset) + self.normalization_shift) / self.normalization_scale
+
+
+class HLPAudioFeatureExtractor(SequenceFeatureExtractor):
+    r"""Log-mel features for EfficientAT / PaSST backbones of ``HLPAudioForAudioClassification``.
+
+    Args:
+        feature_size (`int`, defaults to 1): channels of the *raw* input (mono), as for other raw-audio extractors.
+        sampling_rate (`int`, defaults to 32000): the only sampling rate accepted (no silent resampling).
+        padding_value (`float`, defaults to 0.0): value used to pad waveforms.
+        num_mel_bins (`int`, defaults to 128), n_fft (1024), win_length (800), hop_length (320),
+        f_min (0.0), f_max (15000.0), preemphasis_coefficient (0.97), log_offset (1e-5),
+        normalization_shift (4.5), normalization_scale (5.0): the front end (see :class:`MelFrontEnd`).
+
+    Returns ``input_values`` of shape ``(batch, num_mel_bins, frames)``.
+
+    Example:
+
+    ```python
+    >>> import numpy as np
+    >>> extractor = HLPAudioFeatureExtractor()
+    >>> features = extractor(np.zeros(32000, dtype=np.float32), sampling_rate=32000, return_tensors="pt")
+    >>> tuple(features["input_values"].shape)
+    (1, 128, 100)
+    ```
+    """
+
+    model_input_names = ["input_values"]
+
+    def __init__(
+        self,
+        feature_size: int = 1,
+        sampling_rate: int = 32000,
+        padding_value: float = 0.0,
+        num_mel_bins: int = 128,
+        n_fft: int = 1024,
+        win_length: int = 800,
+        hop_length: int = 320,
+        f_min: float = 0.0,
+        f_max: float = 15000.0,
+        preemphasis_coefficient: float = 0.97,
+        log_offset: float = 1e-5,
+        normalization_shift: float = 4.5,
+        normalization_scale: float = 5.0,
+        return_attention_mask: bool = False,
+        **kwargs,
+    ):
+        super().__init__(
+            feature_size=feature_size,
+            sampling_rate=sampling_rate,
+            padding_value=padding_value,
+            return_attention_mask=return_attention_mask,
+            **kwargs,
+        )
+        self.num_mel_bins = num_mel_bins
+        self.n_fft = n_fft
+        self.win_length = win_length
+        self.hop_length = hop_length
+        self.f_min = f_min
+        self.f_max = f_max
+        self.preemphasis_coefficient = preemphasis_coefficient
+        self.log_offset = log_offset
+        self.normalization_shift = normalization_shift
+        self.normalization_scale = normalization_scale
+        self._front_ends: Dict[str, MelFrontEnd] = {}
+        self.build_front_end()  # validate the parameters now rather than on the first call
+
+    def build_front_end(self) -> MelFrontEnd:
+        """A new :class:`MelFrontEnd` with this extractor's parameters (move it to the GPU for training)."""
+        return MelFrontEnd(
+            sampling_rate=self.sampling_rate,
+            n_fft=self.n_fft,
+            win_length=self.win_length,
+            hop_length=self.hop_length,
+            num_mel_bins=self.num_mel_bins,
+            f_min=self.f_min,
+            f_max=self.f_max,
+            preemphasis_coefficient=self.preemphasis_coefficient,
+            log_offset=self.log_offset,
+            normalization_shift=self.normalization_shift,
+            normalization_scale=self.normalization_scale,
+        )
+
+    def _front_end_on(self, device: torch.device) -> MelFrontEnd:
+        key = str(device)
+        if key not in self._front_ends:
+            self._front_ends[key] = self.build_front_end().to(device)
+        return self._front_ends[key]
+
+    @property
+    def min_samples(self) -> int:
+        """Clips shorter than this (``n_fft`` samples) are zero-padded at the end up to it."""
+        return int(self.n_fft)
+
+    def to_dict(self) -> Dict[str, Any]:
+        output = super().to_dict()
+        for key in [key for key in output if key.startswith("_")]:
+            del output[key]
+        return output
+
+    def _as_clips(self, raw_speech: AudioInput) -> List[torch.Tensor]:
+        """Validate the input and return a list of 1-D float32 tensors (one per clip)."""
+        if isinstance(raw_speech, (np.ndarray, torch.Tensor)):
+            if raw_speech.ndim == 1:
+                items, batched_array = [raw_speech], False
+            elif raw_speech.ndim == 2:
+                rows, cols = raw_speech.shape
+                if cols <= 8 < rows:
+                    raise ValueError(
+                        f"input of shape {tuple(raw_speech.shape)} looks like (samples, channels) multi-channel audio; "
+                        "only mono is supported: downmix it first (e.g. audio.mean(axis=1)). A 2-D input is read as "
+                        "a batch (batch, samples) of mono clips."
+                    )
+                items, batched_array = list(raw_speech), True
+            else:
+                raise ValueError(
+                    f"input of shape {tuple(raw_speech.shape)}: expected a mono clip (samples,) or a batch "
+                    "(batch, samples); multi-channel audio must be downmixed first"
+                )
+        elif isinstance(raw_speech, (list, tuple)):
+            if len(raw_speech) == 0:
+                raise ValueError("empty batch: no audio clip given")
+            if all(isinstance(x, (int, float, np.number)) for x in raw_speech):
+                items, batched_array = [np.asarray(raw_speech, dtype=np.float32)], False
+            else:
+                items, batched_array = list(raw_speech), False
+        else:
+            raise TypeError(f"audio must be a numpy array, a torch tensor or a list of them, got {type(raw_speech).__name__}")
+
+        clips = []
+        for index, item in enumerate(items):
+            where = f"clip {index}" if (batched_array or len(items) > 1) else "the clip"
+            if isinstance(item, (list, tuple)):
+                item = np.asarray(item, dtype=np.float32)
+            if isinstance(item, np.ndarray):
+                if item.dtype.kind in "iub":
+                    raise ValueError(
+                        f"{where} has integer samples ({item.dtype}); convert PCM to float in [-1, 1] first"
+                    )
+                item = torch.from_numpy(np.ascontiguousarray(item, dtype=np.float32))
+            elif isinstance(item, torch.Tensor):
+                if not item.is_floating_point():
+                    raise ValueError(f"{where} has integer samples ({item.dtype}); convert PCM to float in [-1, 1] first")
+                item = item.detach().to(torch.float32)
+            else:
+                raise TypeError(f"{where} is a {type(item).__name__}; expected a 1-D numpy array or torch tensor")
+            if item.dim() != 1:
+                raise ValueError(
+                    f"{where} has shape {tuple(item.shape)}; only mono 1-D audio is supported (downmix multi-channel "
+                    "audio first, e.g. audio.mean(axis=-1) for a (samples, channels) array)"
+                )
+            if item.numel() == 0:
+                raise ValueError(f"{where} is empty (0 samples)")
+            # A sum is a cheap screen (NaN/inf propagate); only a non-finite sum pays for the exact check.
+            if not bool(torch.isfinite(item.sum())) and not bool(torch.isfinite(item).all()):
+                raise ValueError(f"{where} contains NaN or infinite samples")
+            clips.append(item)
+        return clips
+
+    def __call__(
+        self,
+        raw_speech: AudioInput,
+        sampling_rate: Optional[int] = None,
+        padding: Union[bool, str] = "longest",
+        max_length: Optional[int] = None,
+        truncation: bool = False,
+        return_tensors: Optional[str] = None,
+        device: Optional[Union[str, torch.device]] = None,
+        **kwargs,
+    ) -> BatchFeature:
+        """Featurise one clip or a batch.
+
+        Args:
+            raw_speech: a mono clip (1-D numpy array / torch tensor / list of floats), a list of clips,
+                or a 2-D array read as ``(batch, samples)``.
+            sampling_rate: the rate of ``raw_speech``; it must equal ``self.sampling_rate`` (resample
+                first, e.g. with ``audio_loading.load_audio``). ``None`` is accepted with a warning.
+            padding: ``"longest"``/``True`` (default: zero-pad to the longest clip), ``"max_length"``
+                (pad to ``max_length``), ``False``/``"do_not_pad"`` (clips are featurised one by one;
+                with ``return_tensors`` they must then have equal lengths).
+            max_length: a length in samples, for ``padding="max_length"`` and ``truncation``.
+            truncation: cut clips longer than ``max_length`` samples.
+            return_tensors: ``"pt"``, ``"np"`` or ``None`` (a list of ``(mel_bins, frames)`` arrays).
+            device: where to compute (default CPU); with ``return_tensors="pt"`` the result stays there.
+
+        Clips shorter than ``n_fft`` samples are first zero-padded to ``n_fft`` samples.
+        """
+        if kwargs:
+            logger.warning(f"HLPAudioFeatureExtractor ignores the arguments {sorted(kwargs)}")
+        if sampling_rate is None:
+            logger.warning(
+                f"No sampling_rate passed to {self.__class__.__name__}: assuming {self.sampling_rate} Hz. Pass it to "
+                "catch audio at the wrong rate."
+            )
+        elif int(sampling_rate) != self.sampling_rate:
+            raise ValueError(
+                f"audio sampled at {sampling_rate} Hz but {self.__class__.__name__} expects {self.sampling_rate} Hz; "
+                f"resample it first (e.g. hlp_audio.modeling.audio_loading.load_audio(path, sampling_rate={self.sampling_rate}))"
+            )
+        if padding is True:
+            padding = "longest"
+        elif padding is False:
+            padding = "do_not_pad"
+        if padding not in ("longest", "max_length", "do_not_pad"):
+            raise ValueError(f"padding must be True/'longest', 'max_length' or False/'do_not_pad', got {padding!r}")
+        if (padding == "max_length" or truncation) and max_length is None:
+            raise ValueError("padding='max_length' and truncation=True need max_length (in samples)")
+        if max_length is not None and max_length < self.min_samples:
+            raise ValueError(f"max_length={max_length} samples is shorter than the minimum of {self.min_samples} (n_fft)")
+        if return_tensors not in (None, "pt", "np"):
+            raise ValueError(f"return_tensors must be 'pt', 'np' or None, got {return_tensors!r}")
+
+        clips = self._as_clips(raw_speech)
+        if truncation:
+            clips = [clip[:max_length] for clip in clips]
+        front_end = self._front_end_on(torch.device(device) if device is not None else torch.device("cpu"))
+        target_device = front_end.mel_filters.device
+
+        if padding == "do_not_pad":
+            lengths = {clip.numel() for clip in clips}
+            if return_tensors is not None and len(lengths) > 1:
+                raise ValueError(
+                    f"padding=False with return_tensors={return_tensors!r} needs clips of equal length, got lengths "
+                    f"{[clip.numel() for clip in clips]}; pass padding=True"
+                )
+            with torch.no_grad():
+                features = [front_end(self._pad_to(clip, self.min_samples).to(target_device))[0] for clip in clips]
+            stacked = torch.stack(features) if return_tensors is not None else None
+        else:
+            length = max(clip.numel() for clip in clips) if padding == "longest" else max_length
+            length = max(length, self.min_samples)
+            waveforms = torch.full((len(clips), length), float(self.padding_value), dtype=torch.float32)
+            for row, clip in enumerate(clips):
+                waveforms[row, : clip.numel()] = clip[:length]
+            with torch.no_grad():
+                stacked = front_end(waveforms.to(target_device))
+            features = list(stacked)
+
+        if return_tensors == "pt":
+            values: Any = stacked
+        elif return_tensors == "np":
+            values = stacked.cpu().numpy()
+        else:
+            values = [feature.cpu().numpy() for feature in features]
+        return BatchFeature({"input_values": values})
+
+    def _pad_to(self, clip: torch.Tensor, length: int) -> torch.Tensor:
+        if clip.numel() >= length:
+            return clip
+        return torch.nn.functional.pad(clip, (0, length - clip.numel()), value=float(self.padding_value))
+
+
+# ``save_pretrained`` then writes ``auto_map`` and copies this file, so that
+# ``AutoFeatureExtractor.from_pretrained(folder, trust_remote_code=True)`` works without hlp-audio.
+HLPAudioFeatureExtractor.register_for_auto_class("AutoFeatureExtractor")

@@ -1,0 +1,279 @@
+"""HLP audio tagger: a backbone, a multi-label head, and Hierarchical Label Propagation in ``forward``.
+
+``HLPAudioForAudioClassification`` wraps any backbone of :data:`BACKBONES` (a module mapping
+features to logits). Its config carries the label hierarchy, so a saved model applies post-HLP
+itself wherever it is loaded: every logit becomes the maximum over its class and the descendants
+that reach it through unique labelled parents (``hierarchy_ops.max_over_ancestors``, the single
+implementation of the rule). The ancestor-pair index tensors are derived from ``config.ontology``
+and cached per device, never stored as buffers: transformers 5 leaves non-persistent buffers
+uninitialised after ``from_pretrained``.
+
+This file imports only torch, numpy, transformers and its siblings: with ``register_for_auto_class``
+it is copied next to the weights and loads with ``trust_remote_code=True`` where ``hlp-audio`` is
+not installed. Adding a backbone = a sibling ``modeling_<kind>.py`` + one import + one entry in
+:data:`BACKBONES`.
+"""
+
+import os
+from typing import Dict, Iterator, Optional, Tuple, Union
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+from transformers.modeling_outputs import SequenceClassifierOutput
+from transformers.modeling_utils import PreTrainedModel
+
+from .configuration_hlp_audio import HLPAudioConfig
+from .hierarchy_ops import max_over_ancestors
+from .modeling_ast_backbone import ASTBackbone, ast_architecture
+from .modeling_efficientat import EfficientATBackbone
+from .modeling_passt import PaSSTBackbone
+
+__all__ = [
+    "BACKBONES",
+    "HLPAudioPreTrainedModel",
+    "HLPAudioForAudioClassification",
+]
+
+# backbone_type -> backbone class (see the backbone contract: ``__init__(backbone_config, num_labels)``,
+# ``forward(input_values) -> logits``, a ``classifier`` head attribute, ``input_kind`` and ``init_weights``).
+BACKBONES: Dict[str, type] = {
+    "ast": ASTBackbone,
+    "efficientat": EfficientATBackbone,
+    "passt": PaSSTBackbone,
+}
+
+
+class HLPAudioPreTrainedModel(PreTrainedModel):
+    """Weight initialisation, loading and saving for HLP audio models."""
+
+    config: HLPAudioConfig
+    config_class = HLPAudioConfig
+    main_input_name = "input_values"
+    input_modalities = ("audio",)
+    supports_gradient_checkpointing = True
+    _supports_sdpa = True
+
+    @torch.no_grad()
+    def _init_weights(self, module: nn.Module) -> None:
+        # Generic init for plain layers first; a backbone with a per-module scheme (EfficientAT's Kaiming
+        # fan-out convs) then applies it. transformers only hands modules that own tensors to this method,
+        # so the backbone is recognised through its submodules. Both use ``torch.nn.init`` functions,
+        # which skip tensors that ``from_pretrained`` loaded.
+        super()._init_weights(module)
+        backbone = getattr(self, "backbone", None)
+        init_module_weights = getattr(backbone, "init_module_weights", None)
+        if init_module_weights is None:
+            return
+        if getattr(self, "_backbone_module_ids", None) is None:
+            self._backbone_module_ids = frozenset(id(m) for m in backbone.modules())
+        if id(module) in self._backbone_module_ids:
+            init_module_weights(module)
+
+    @staticmethod
+    def shipped_pipeline_class():
+        """The ``audio-classification`` pipeline saved next to the model (``pipeline_hlp_audio.py``).
+
+        Imported lazily (the pipeline needs ``transformers.pipelines``); ``save_pretrained`` copies every sibling
+        file this module imports, this one included, which is how the pipeline travels with the weights.
+        """
+        from .pipeline_hlp_audio import HLPAudioClassificationPipeline
+
+        return HLPAudioClassificationPipeline
+
+
+class HLPAudioForAudioClassification(HLPAudioPreTrainedModel):
+    r"""Multi-label audio tagger whose logits are post-processed by HLP inside ``forward``.
+
+    Args:
+        config ([`HLPAudioConfig`]): backbone type and arguments, the ontology, ``post_hlp`` and ``hlp_targets``.
+
+    ``forward(input_values, labels=None)`` returns a ``SequenceClassifierOutput``:
+
+    - ``logits`` (batch, num_labels): the backbone's logits, post-HLP'd when ``config.post_hlp`` is on
+      (out-of-place and differentiable: gradients reach the maximal entry of each class's chain);
+    - ``loss`` when ``labels`` (batch, num_labels multi-hot, or soft targets in [0, 1]) are given: binary
+      cross-entropy with logits, in float32, on the returned logits, against the labels propagated up the
+      hierarchy first when ``config.hlp_targets`` is on.
+
+    ``config.post_hlp`` is read at every call, so it can be switched on a loaded model.
+    """
+
+    def __init__(self, config: HLPAudioConfig):
+        super().__init__(config)
+        if config.backbone_type not in BACKBONES:
+            raise ValueError(f"unknown backbone_type {config.backbone_type!r}; available: {sorted(BACKBONES)}")
+        self.backbone = BACKBONES[config.backbone_type](dict(config.backbone_config or {}), config.num_labels)
+        # Nested transformers models (ASTModel) follow the attention implementation requested for the wrapper.
+        for module in self.backbone.modules():
+            if isinstance(module, PreTrainedModel):
+                module.set_attn_implementation(self.config._attn_implementation)
+        descendant, ancestor = config.ancestor_pairs()
+        self._hlp_pairs_numpy: Tuple[np.ndarray, np.ndarray] = (descendant, ancestor)
+        self._hlp_pairs_by_device: Dict[torch.device, Tuple[torch.Tensor, torch.Tensor]] = {}
+        self.post_init()
+
+    # ------------------------------------------------------------------ hierarchy
+    def hlp_index(self, device: Union[torch.device, str]) -> Tuple[torch.Tensor, torch.Tensor]:
+        """``(descendant, ancestor)`` int64 index tensors on ``device`` (built once per device from the config)."""
+        device = torch.device(device)
+        pairs = self._hlp_pairs_by_device.get(device)
+        if pairs is None:
+            pairs = tuple(torch.as_tensor(array, dtype=torch.long, device=device) for array in self._hlp_pairs_numpy)
+            self._hlp_pairs_by_device[device] = pairs
+        return pairs
+
+    def propagate_logits(self, logits: torch.Tensor) -> torch.Tensor:
+        """Post-HLP: ``out[..., a] = max(logits[..., a], logits[..., d] for each descendant d of a)``.
+
+        Out-of-place, on the device and dtype of ``logits``; works on logits of any sign.
+        """
+        if logits.shape[-1] != self.config.num_labels:
+            raise ValueError(
+                f"logits of shape {tuple(logits.shape)} have {logits.shape[-1]} classes on the last axis but the "
+                f"model has {self.config.num_labels}"
+            )
+        return max_over_ancestors(logits, *self.hlp_index(logits.device))
+
+    def propagate_targets(self, labels: torch.Tensor) -> torch.Tensor:
+        """HLP on training targets (multi-hot or soft): a class gets the max of its own and its descendants' values."""
+        return max_over_ancestors(labels, *self.hlp_index(labels.device))
+
+    # ------------------------------------------------------------------ body / head
+    @property
+    def classifier(self) -> nn.Module:
+        """The classification head (the backbone's ``classifier``)."""
+        return self.backbone.classifier
+
+    def head_parameters(self) -> Iterator[nn.Parameter]:
+        return self.backbone.classifier.parameters()
+
+    def body_parameters(self) -> Iterator[nn.Parameter]:
+        head = {id(parameter) for parameter in self.head_parameters()}
+        return (parameter for parameter in self.backbone.parameters() if id(parameter) not in head)
+
+    def freeze_backbone(self, freeze: bool = True) -> None:
+        """Stop (or, with ``freeze=False``, restart) gradients to the body: linear probing trains the head only."""
+        for parameter in self.body_parameters():
+            parameter.requires_grad_(not freeze)
+
+    # ------------------------------------------------------------------ forward
+    def forward(
+        self,
+        input_values: Optional[torch.Tensor] = None,
+        labels: Optional[torch.Tensor] = None,
+        attention_mask: Optional[torch.Tensor] = None,
+        return_dict: Optional[bool] = None,
+    ) -> Union[SequenceClassifierOutput, Tuple[torch.Tensor, ...]]:
+        r"""
+        input_values (`torch.FloatTensor`): features from the model's feature extractor, e.g. (batch, frames, mel bins)
+            from `ASTFeatureExtractor` for an AST backbone.
+        labels (`torch.Tensor` of shape `(batch_size, num_labels)`, *optional*): multi-hot (or soft) targets.
+        attention_mask: accepted for pipeline compatibility and ignored (inputs have a fixed length).
+        """
+        if input_values is None:
+            raise ValueError("input_values is required")
+        logits = self.backbone(input_values)
+        if self.config.post_hlp:
+            logits = self.propagate_logits(logits)
+        loss = self.compute_loss(logits, labels) if labels is not None else None
+        return_dict = return_dict if return_dict is not None else self.config.return_dict
+        if not return_dict:
+            return (loss, logits) if loss is not None else (logits,)
+        return SequenceClassifierOutput(loss=loss, logits=logits)
+
+    def compute_loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """Binary cross-entropy with logits (float32) against ``labels``, HLP-propagated when ``config.hlp_targets``."""
+        if tuple(labels.shape) != tuple(logits.shape):
+            raise ValueError(
+                f"labels of shape {tuple(labels.shape)} do not match the logits {tuple(logits.shape)}: expected "
+                f"multi-hot targets (batch, {self.config.num_labels})"
+            )
+        targets = labels.to(device=logits.device, dtype=torch.float32)
+        if self.config.hlp_targets:
+            targets = self.propagate_targets(targets)
+        return F.binary_cross_entropy_with_logits(logits.float(), targets)
+
+    # ------------------------------------------------------------------ conversion
+    @classmethod
+    def from_ast(
+        cls,
+        model_or_path,
+        ontology=None,
+        *,
+        post_hlp: bool = True,
+        hlp_targets: bool = True,
+        check_labels: bool = True,
+        **from_pretrained_kwargs,
+    ) -> "HLPAudioForAudioClassification":
+        """Convert an ``ASTForAudioClassification`` (a model, a folder or a Hub id) into an HLP tagger.
+
+        Args:
+            model_or_path: the AST model, or what ``ASTForAudioClassification.from_pretrained`` accepts.
+            ontology: an ``hlp_audio.Ontology`` or its ``to_dict()``; ``None`` means the AudioSet ontology (needs the
+                ``hlp-audio`` package and its AudioSet files).
+            post_hlp, hlp_targets: written to the new config.
+            check_labels: require the AST's label names, in order, to equal the ontology's names.
+            from_pretrained_kwargs: passed to ``ASTForAudioClassification.from_pretrained`` for a path.
+
+        The weights are copied under the ``backbone.`` prefix; with ``post_hlp=False`` the logits are the AST's,
+        bit for bit. Keep using the AST's ``ASTFeatureExtractor`` (``hlp_audio.transformers_integration.convert_ast``
+        saves both).
+        """
+        from transformers import ASTForAudioClassification
+
+        if isinstance(model_or_path, (str, os.PathLike)):
+            ast_model = ASTForAudioClassification.from_pretrained(model_or_path, **from_pretrained_kwargs)
+        elif isinstance(model_or_path, ASTForAudioClassification):
+            ast_model = model_or_path
+        else:
+            raise TypeError(f"from_ast expects an ASTForAudioClassification or a path, got {type(model_or_path).__name__}")
+        if ontology is None:
+            ontology = _audioset_ontology()
+        elif not isinstance(ontology, dict):
+            ontology = ontology.to_dict()
+        source = ast_model.config
+        if len(ontology["labels"]) != source.num_labels:
+            raise ValueError(f"the AST has {source.num_labels} labels but the ontology {len(ontology['labels'])} classes")
+        config = HLPAudioConfig(
+            ontology=ontology,
+            post_hlp=post_hlp,
+            hlp_targets=hlp_targets,
+            backbone_type="ast",
+            backbone_config=ast_architecture(source),
+        )
+        if check_labels:
+            mismatched = [
+                (index, source.id2label[index], config.id2label[index])
+                for index in range(source.num_labels)
+                if source.id2label[index] != config.id2label[index]
+            ]
+            if mismatched:
+                shown = ", ".join(f"{i}: AST {a!r} vs ontology {b!r}" for i, a, b in mismatched[:5])
+                raise ValueError(
+                    f"{len(mismatched)} AST labels differ from the ontology's names ({shown}); the class order must be "
+                    "the same (pass check_labels=False if only the names differ)"
+                )
+        config._attn_implementation = source._attn_implementation
+        model = cls(config)
+        state = {}
+        for key, tensor in ast_model.state_dict().items():
+            state[f"backbone.{key}"] = tensor
+        model.load_state_dict(state, strict=True)
+        return model.to(dtype=ast_model.dtype).eval()
+
+
+def _audioset_ontology() -> dict:
+    """The AudioSet ontology (527 classes) from the hlp-audio package, for ``from_ast(ontology=None)``."""
+    try:
+        from hlp_audio import Ontology
+    except ImportError:
+        raise ImportError(
+            "from_ast(ontology=None) takes the AudioSet ontology from the hlp-audio package, which is not installed; "
+            "pass ontology=Ontology.to_dict() (or its JSON) instead"
+        ) from None
+    return Ontology.from_audioset().to_dict()
+
+
+HLPAudioForAudioClassification.register_for_auto_class("AutoModelForAudioClassification")
