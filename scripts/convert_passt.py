@@ -25,6 +25,7 @@ from typing import Any
 
 import torch
 
+from hlp_audio.conversion import print_top_tags, save_and_verify
 __all__ = [
     "PaSSTCheckpointError",
     "published_map",
@@ -265,31 +266,12 @@ def convert(
     model.backbone.load_state_dict(state_dict, strict=True)
 
     extractor = HLPAudioFeatureExtractor()  # its defaults are PaSST's front end
-    out.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(out)
-    extractor.save_pretrained(out)
     name = variant or _variant_name(backbone_config)
     card = _model_card(model, extractor, name=name, checkpoint=checkpoint, repo_id=repo_id)
-    card.save(out)
-
-    reloaded = HLPAudioForAudioClassification.from_pretrained(out).eval()
-    probe = torch.randn(2, backbone_config["num_mel_bins"], 300, generator=torch.Generator().manual_seed(0))
-    with torch.no_grad():
-        if not torch.equal(reloaded(input_values=probe).logits, model(input_values=probe).logits):
-            raise RuntimeError(f"{out}: the reloaded model does not reproduce the converted logits")
+    reloaded = save_and_verify(model, extractor, card, out, probe_shape=(2, backbone_config["num_mel_bins"], 300))
     print(f"saved {card.backbone}, post_hlp={post_hlp}, to {out}")
-
     if check_files:
-        from hlp_audio.modeling.audio_loading import load_audio
-
-        for path in check_files:
-            audio = load_audio(path, sampling_rate=extractor.sampling_rate)
-            features = extractor(audio, sampling_rate=extractor.sampling_rate, return_tensors="pt")
-            with torch.no_grad():
-                scores = torch.sigmoid(reloaded(**features).logits[0])
-            top = torch.topk(scores, top_k)
-            listed = ", ".join(f"{config.id2label[int(i)]} {float(v):.3f}" for v, i in zip(top.values, top.indices))
-            print(f"  {Path(path).name}: {listed}")
+        print_top_tags(reloaded, extractor, check_files, top_k)
     return out
 
 
