@@ -14,7 +14,6 @@ import hashlib
 import io
 import json
 import os
-import shutil
 import tempfile
 import urllib.error
 import urllib.request

@@ -7,7 +7,7 @@ lists (Arrow list arrays) a bitset over the receiving classes, reduced per row o
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Sequence, Tuple, Union
+from typing import List, Sequence, Union
 
 import numpy as np
 import pyarrow as pa
