@@ -1,0 +1,455 @@
+"""The ``hierarchical_map`` evaluate module: behaviour, loading (fresh subprocesses, offline), Space, accelerate."""
+
+import ast
+import importlib.util
+import json
+import os
+import shutil
+import site
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+
+from hlp_audio import load_segments
+from hlp_audio.hierarchical_map import MODULE_PATH, HierarchicalMAP, register_evaluate_module
+from hlp_audio.hierarchical_map import hierarchical_map as metric_script
+from hlp_audio.hierarchical_map.space import SPACE_FILES, build_space_folder
+from hlp_audio.metrics import PER_CLASS_KEYS, RESULT_KEYS, MetricInputError, compute_hierarchical_map
+
+REPO = Path(__file__).resolve().parents[1]
+HOOK_MODULE = REPO / "src" / "_hlp_audio_evaluate_hook.py"
+PTH_FILE = REPO / "src" / "hlp_audio-evaluate.pth"
+PUSH_SCRIPT = REPO / "scripts" / "push_metric_space.py"
+
+ANIMALS = {"labels": ["animal", "dog", "cat"], "parents": [[], [0], [0]]}
+PREDICTIONS = [[0.2, 0.9, 0.1], [0.6, 0.2, 0.7], [0.4, 0.3, 0.2], [0.1, 0.6, 0.3], [0.5, 0.1, 0.4]]
+REFERENCES = [[0, 1, 0], [1, 0, 1], [0, 0, 0], [0, 0, 1], [0, 0, 0]]
+
+# Deterministic AudioSet-shaped data, rebuilt identically inside subprocesses.
+DATA_CODE = """
+import numpy as np
+_rng = np.random.default_rng(7)
+REFS = _rng.random((400, 527)) < 0.01
+SCORES = (_rng.standard_normal((400, 527)) + 2.0 * REFS).astype(np.float32)
+"""
+
+
+def same(result, expected) -> bool:
+    """Exact equality of result dicts, NaN equal to NaN (per-class lists hold NaN for left-out classes)."""
+    return json.dumps(result, sort_keys=True) == json.dumps(expected, sort_keys=True)
+
+
+def audioset_data():
+    namespace = {}
+    exec(DATA_CODE, namespace)
+    return namespace["SCORES"], namespace["REFS"]
+
+
+def run_python(code, tmp_path, *, env=None, cwd=None, timeout=600):
+    """Run ``DATA_CODE`` then ``code`` in a fresh interpreter, offline, from an unrelated directory.
+
+    Returns the last line the code prints, parsed as JSON.
+    """
+    cwd = cwd or tmp_path / "unrelated_cwd"
+    cwd.mkdir(parents=True, exist_ok=True)
+    environment = dict(os.environ)
+    environment.update(
+        HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", HF_EVALUATE_OFFLINE="1", HF_HOME=str(tmp_path / "hf_home")
+    )
+    environment.pop("HLP_AUDIO_NO_EVALUATE_HOOK", None)
+    environment.update(env or {})
+    completed = subprocess.run(
+        [sys.executable, "-c", DATA_CODE + textwrap.dedent(code)],
+        cwd=cwd,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-6000:]
+    return json.loads(completed.stdout.strip().splitlines()[-1])
+
+
+def load_hook_module():
+    """The start-up hook, loaded from its source file (it is a top-level module of the installed package)."""
+    spec = importlib.util.spec_from_file_location("_hlp_audio_evaluate_hook_under_test", HOOK_MODULE)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+# ---------------------------------------------------------------------------- the metric class
+def test_compute_matches_the_core_and_batches_in_any_form(audioset_ontology):
+    scores, references = audioset_data()
+    expected = compute_hierarchical_map(scores, references, audioset_ontology, return_per_class=True)
+    metric = HierarchicalMAP(ontology=audioset_ontology, keep_in_memory=True)
+    assert same(metric.compute(predictions=scores, references=references, return_per_class=True), expected)
+    for kind in ("torch", "numpy", "lists"):
+        for start in range(0, 400, 150):
+            chunk = slice(start, start + 150)
+            if kind == "torch":
+                metric.add_batch(
+                    predictions=torch.from_numpy(scores[chunk]), references=torch.from_numpy(references[chunk])
+                )
+            elif kind == "numpy":
+                metric.add_batch(predictions=scores[chunk], references=references[chunk].astype(np.int64))
+            else:
+                metric.add_batch(predictions=scores[chunk].tolist(), references=references[chunk].astype(int).tolist())
+        assert same(metric.compute(return_per_class=True), expected), kind
+
+
+def test_float64_scores_keep_their_precision():
+    """Scores that differ only beyond float32 precision must not become ties (the cache is float64)."""
+    base = 0.5
+    scores = np.array([[base + 2e-12], [base + 1e-12], [base], [base - 1e-12]])
+    references = np.array([[1], [0], [0], [1]])
+    metric = HierarchicalMAP(ontology={"labels": ["only"], "parents": [[]]}, keep_in_memory=True)
+    result = metric.compute(predictions=scores, references=references, return_per_class=True)
+    from sklearn.metrics import average_precision_score
+
+    exact = average_precision_score(references[:, 0], scores[:, 0])
+    assert result["ap_per_class"][0] == pytest.approx(exact, abs=1e-15)
+    assert result["ap_per_class"][0] == pytest.approx(0.75)  # four float32 ties would give 0.5
+
+
+def test_bad_input_fails_with_a_clear_error(audioset_ontology):
+    metric = HierarchicalMAP(ontology=ANIMALS, keep_in_memory=True)
+    with pytest.raises(MetricInputError, match=r"predictions \(2, 3\) and references \(2, 2\) must have the same"):
+        metric.add_batch(predictions=np.zeros((2, 3)), references=np.zeros((2, 2)))
+    with pytest.raises(MetricInputError, match=r"binary \(0 or 1\): found 2.0 at \(row 1, class 2\)"):
+        HierarchicalMAP(ontology=ANIMALS, keep_in_memory=True).compute(
+            predictions=PREDICTIONS[:2], references=[[0, 1, 0], [1, 0, 2]]
+        )
+    with pytest.raises(MetricInputError, match=r"finite: found nan at \(row 0, class 1\)"):
+        HierarchicalMAP(ontology=ANIMALS, keep_in_memory=True).compute(
+            predictions=np.array([[0.1, np.nan, 0.2]]), references=np.array([[1, 0, 0]])
+        )
+    with pytest.raises(MetricInputError, match=r"row 0 has 3, row 1 has 2"):
+        HierarchicalMAP(ontology=ANIMALS, keep_in_memory=True).compute(
+            predictions=[[0.1, 0.2, 0.3], [0.1, 0.2]], references=[[1, 0, 0], [0, 1]]
+        )
+    with pytest.raises(MetricInputError, match=r"predictions have 3 classes but the ontology has 527"):
+        HierarchicalMAP(ontology=audioset_ontology, keep_in_memory=True).compute(
+            predictions=PREDICTIONS, references=REFERENCES
+        )
+    with pytest.raises(MetricInputError, match=r"cycle"):
+        HierarchicalMAP(ontology={"labels": ["a", "b"], "parents": [[1], [0]]})
+
+
+def test_every_returned_key_is_documented(audioset_ontology, tmp_path):
+    folder = build_space_folder(tmp_path / "hierarchical_map", "someone/hierarchical_map", ontology=audioset_ontology)
+    card = folder.joinpath("README.md").read_text()
+    for key in RESULT_KEYS + PER_CLASS_KEYS:
+        assert f"`{key}`" in card, key
+        assert key in metric_script._KWARGS_DESCRIPTION, key
+    assert set(RESULT_KEYS) | set(PER_CLASS_KEYS) == set(
+        compute_hierarchical_map(PREDICTIONS, REFERENCES, ANIMALS, return_per_class=True)
+    )
+    assert metric_script._CITATION.count("@inproceedings") == 2 and "Tuncay" in metric_script._CITATION
+    assert "ontology" in HierarchicalMAP.__doc__
+
+
+# ---------------------------------------------------------------------------- registration in evaluate's cache
+def test_registration_writes_the_cache_entry_evaluate_falls_back_to(tmp_path):
+    from evaluate.loading import CachedEvaluationModuleFactory
+
+    dynamic = tmp_path / "evaluate_modules"
+    module_path = register_evaluate_module(str(dynamic))
+    assert module_path.startswith("evaluate_modules.metrics.evaluate-metric--hierarchical_map.")
+    entry = dynamic / "metrics" / "evaluate-metric--hierarchical_map" / module_path.split(".")[-2]
+    scripts = sorted(p.name for p in entry.iterdir() if p.suffix == ".py")
+    assert scripts == ["__init__.py", "_hlp_core.py", "hierarchical_map.py"]
+    assert (entry / "hierarchical_map.py").read_bytes() == Path(MODULE_PATH).read_bytes()
+    # exactly what evaluate.load("hierarchical_map") resolves to when the Hub has nothing (or is offline)
+    factory = CachedEvaluationModuleFactory("evaluate-metric--hierarchical_map", dynamic_modules_path=str(dynamic))
+    found = factory.get_module()
+    assert found.module_path == module_path
+    # idempotent; re-registering marks this version as the latest one
+    stale = entry / "hierarchical_map.py"
+    os.utime(stale, (1, 1))
+    assert register_evaluate_module(str(dynamic)) == module_path
+    assert stale.stat().st_mtime > time.time() - 600
+
+
+def test_startup_hook_registers_right_after_the_target_import(tmp_path, monkeypatch):
+    hook = load_hook_module()
+    calls = []
+    monkeypatch.setattr(hook, "_register", lambda: calls.append(sys.modules.get("fake_evaluate_pkg")))
+    monkeypatch.setattr(hook, "_TARGET", "fake_evaluate_pkg")
+    package = tmp_path / "fake_evaluate_pkg"
+    package.mkdir()
+    (package / "__init__.py").write_text("VALUE = 42\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(sys, "meta_path", list(sys.meta_path))
+    monkeypatch.delitem(sys.modules, "fake_evaluate_pkg", raising=False)
+    monkeypatch.delenv("HLP_AUDIO_NO_EVALUATE_HOOK", raising=False)
+    hook.install()
+    hook.install()  # idempotent
+    assert sum(isinstance(f, hook._EvaluateImportWatcher) for f in sys.meta_path) == 1
+    assert not calls
+    import fake_evaluate_pkg
+
+    assert len(calls) == 1 and calls[0] is fake_evaluate_pkg and fake_evaluate_pkg.VALUE == 42
+    assert not isinstance(fake_evaluate_pkg.__loader__, hook._RegisteringLoader)  # the real loader is restored
+    assert not any(isinstance(f, hook._EvaluateImportWatcher) for f in sys.meta_path)  # one-shot
+    hook.install()  # already imported: registers at once
+    assert len(calls) == 2
+
+
+def test_startup_hook_never_breaks_the_import_and_can_be_disabled(monkeypatch, caplog):
+    hook = load_hook_module()
+    monkeypatch.setattr(sys, "meta_path", list(sys.meta_path))
+    monkeypatch.setenv("HLP_AUDIO_NO_EVALUATE_HOOK", "1")
+    hook.install()
+    assert not any(isinstance(f, hook._EvaluateImportWatcher) for f in sys.meta_path)
+    import hlp_audio.hierarchical_map.registration as registration
+
+    def broken():
+        raise OSError("read-only cache")
+
+    monkeypatch.setattr(registration, "register_evaluate_module", broken)
+    hook._register()  # logged, not raised
+    assert "could not register the hierarchical_map metric" in caplog.text and "read-only cache" in caplog.text
+
+
+# ---------------------------------------------------------------------------- loading, in fresh subprocesses
+@pytest.mark.slow
+def test_bare_name_loads_from_any_directory_offline(tmp_path, audioset_dir, audioset_ontology):
+    """``evaluate.load("hierarchical_map")`` after ``import evaluate`` alone, through the installed start-up hook.
+
+    ``site.addsitedir`` processes the hook's .pth exactly as Python does for site-packages at start-up.
+    A later process, with the hook disabled, still finds the registered module.
+    """
+    site_dir = tmp_path / "site"
+    site_dir.mkdir()
+    shutil.copy(PTH_FILE, site_dir)
+    shutil.copy(HOOK_MODULE, site_dir)
+    env = {"HF_MODULES_CACHE": str(tmp_path / "modules"), "HLP_AUDIOSET_DIR": str(audioset_dir)}
+    result = run_python(
+        f"""
+        import doctest, json, site, sys
+        site.addsitedir({str(site_dir)!r})
+        assert "hlp_audio" not in sys.modules  # the hook imports nothing at start-up
+        import evaluate
+        from hlp_audio.metrics import compute_hierarchical_map
+        import hlp_audio.hierarchical_map.hierarchical_map as script
+        metric = evaluate.load("hierarchical_map")  # the AudioSet default
+        runner = doctest.DocTestRunner(optionflags=doctest.NORMALIZE_WHITESPACE)
+        runner.run(doctest.DocTestParser().get_doctest(script._KWARGS_DESCRIPTION, {{}}, "examples", None, 0))
+        print(json.dumps({{
+            "module": type(metric).__module__,
+            "doctest": [runner.failures, runner.tries],
+            "result": metric.compute(predictions=SCORES, references=REFS),
+        }}))
+        """,
+        tmp_path,
+        env=env,
+    )
+    assert result["module"].startswith("evaluate_modules.metrics.evaluate-metric--hierarchical_map.")
+    failures, tries = result["doctest"]
+    assert failures == 0 and tries >= 6
+    scores, references = audioset_data()
+    assert result["result"] == compute_hierarchical_map(scores, references, audioset_ontology)
+
+    later = run_python(
+        """
+        import json, evaluate
+        ontology = {"labels": ["animal", "dog", "cat"], "parents": [[], [0], [0]]}
+        metric = evaluate.load("hierarchical_map", ontology=ontology)
+        print(json.dumps(metric.compute(predictions=%r, references=%r)))
+        """ % (PREDICTIONS, REFERENCES),
+        tmp_path,
+        env=dict(env, HLP_AUDIO_NO_EVALUATE_HOOK="1"),
+        cwd=tmp_path / "another_cwd",
+    )
+    assert later == compute_hierarchical_map(PREDICTIONS, REFERENCES, ANIMALS)
+
+
+@pytest.mark.slow
+def test_packaged_script_path_folder_and_class_give_the_same_result(tmp_path, audioset_dir, audioset_ontology):
+    result = run_python(
+        """
+        import json, os, evaluate
+        from hlp_audio.hierarchical_map import MODULE_PATH, HierarchicalMAP
+        by_path = evaluate.load(MODULE_PATH)
+        by_folder = evaluate.load(os.path.dirname(MODULE_PATH))
+        direct = HierarchicalMAP()
+        print(json.dumps([m.compute(predictions=SCORES, references=REFS) for m in (by_path, by_folder, direct)]))
+        """,
+        tmp_path,
+        env={
+            "HF_MODULES_CACHE": str(tmp_path / "modules"),
+            "HLP_AUDIOSET_DIR": str(audioset_dir),
+            "HLP_AUDIO_NO_EVALUATE_HOOK": "1",
+        },
+    )
+    scores, references = audioset_data()
+    expected = compute_hierarchical_map(scores, references, audioset_ontology)
+    assert result == [expected] * 3
+
+
+@pytest.mark.slow
+def test_installed_environment_has_the_startup_hook(tmp_path, audioset_dir):
+    """The real installation: a plain ``python -c 'import evaluate; evaluate.load("hierarchical_map")'``."""
+    installed = [Path(d) / PTH_FILE.name for d in site.getsitepackages() + [site.getusersitepackages()]]
+    if not any(path.is_file() for path in installed):
+        pytest.skip(f"{PTH_FILE.name} is not installed here: reinstall hlp-audio with its setup.py (pip install -e .)")
+    result = run_python(
+        """
+        import json, evaluate
+        metric = evaluate.load("hierarchical_map")
+        print(json.dumps([type(metric).__module__, metric.hierarchy.num_classes, int(metric.hierarchy.receiving.size)]))
+        """,
+        tmp_path,
+        env={"HF_MODULES_CACHE": str(tmp_path / "modules"), "HLP_AUDIOSET_DIR": str(audioset_dir)},
+    )
+    assert result[0].startswith("evaluate_modules.metrics.evaluate-metric--hierarchical_map.")
+    assert result[1:] == [527, 109]
+
+
+# ---------------------------------------------------------------------------- the Hub Space
+class FakeHfApi:
+    """Records create_repo / upload_folder; "uploads" by copying the folder to ``root/<repo_id>``."""
+
+    def __init__(self, root: Path):
+        self.root = root
+        self.calls = []
+
+    def create_repo(self, **kwargs):
+        self.calls.append(("create_repo", kwargs))
+
+    def upload_folder(self, *, folder_path, repo_id, repo_type, commit_message):
+        files = sorted(os.listdir(folder_path))
+        self.calls.append(("upload_folder", dict(repo_id=repo_id, repo_type=repo_type, files=files)))
+        shutil.copytree(folder_path, self.root / repo_id, dirs_exist_ok=True)
+        return SimpleNamespace(oid="0" * 40)
+
+
+def load_push_script():
+    spec = importlib.util.spec_from_file_location("push_metric_space", PUSH_SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_space_folder_is_self_contained(tmp_path, audioset_ontology):
+    folder = build_space_folder(tmp_path / "hierarchical_map", "someone/hierarchical_map", ontology=audioset_ontology)
+    assert sorted(p.name for p in folder.iterdir()) == sorted(SPACE_FILES)
+    assert (folder / "hierarchical_map.py").read_bytes() == Path(MODULE_PATH).read_bytes()  # one script
+    core = (folder / "_hlp_core.py").read_text()
+    tree = ast.parse(core)
+    imported = {a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    imported |= {n.module.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
+    standard = {"__future__", "typing", "json", "math", "os", "statistics", "collections", "dataclasses"}
+    assert imported <= standard | {"numpy", "torch"}
+    assert not any(isinstance(n, ast.ImportFrom) and n.level for n in ast.walk(tree))
+    # the bundle holds the package's own definitions, verbatim
+    for source in ("modeling/hierarchy_ops.py", "metrics.py"):
+        text = (REPO / "src" / "hlp_audio" / source).read_text()
+        definitions = [n for n in ast.parse(text).body if isinstance(n, (ast.FunctionDef, ast.ClassDef))]
+        assert len(definitions) >= 4
+        for node in definitions:
+            assert ast.get_source_segment(text, node) in core, (source, node.name)
+    namespace = {}
+    exec(compile(core, "_hlp_core.py", "exec"), namespace)
+    assert namespace["default_ontology"]() == audioset_ontology.to_dict()
+    from huggingface_hub import metadata_load
+
+    metadata = metadata_load(folder / "README.md")
+    assert (metadata["sdk"], metadata["app_file"]) == ("gradio", "app.py")
+    assert {"evaluate", "metric"} <= set(metadata["tags"])
+    card = (folder / "README.md").read_text()
+    assert 'evaluate.load("someone/hierarchical_map")' in card and "{{" not in card
+    with pytest.raises(FileExistsError, match="not empty"):
+        build_space_folder(folder, "someone/hierarchical_map")
+
+
+@pytest.mark.slow
+def test_pushed_space_loads_without_hlp_audio(tmp_path, audioset_dir, audioset_ontology):
+    """The push script on a fake Hub, then ``evaluate.load("someone/hierarchical_map")`` without hlp_audio."""
+    hub = tmp_path / "hub"
+    api = FakeHfApi(hub)
+    load_push_script().main(["someone/hierarchical_map", "--audioset-dir", str(audioset_dir)], api=api)
+    assert api.calls[0] == (
+        "create_repo",
+        {
+            "repo_id": "someone/hierarchical_map",
+            "repo_type": "space",
+            "private": False,
+            "exist_ok": True,
+            "space_sdk": "gradio",
+        },
+    )
+    assert api.calls[1][1]["files"] == sorted(SPACE_FILES)
+    result = run_python(
+        f"""
+        import json, os, sys
+        sys.modules["hlp_audio"] = None  # not installed, as for a Hub user
+        import evaluate, evaluate.loading
+        # the fake Hub: evaluate resolves "someone/hierarchical_map" files to this folder instead of huggingface.co
+        evaluate.loading.hf_hub_url = lambda path, name, revision=None: os.path.join({str(hub)!r}, path, name)
+        from_hub = evaluate.load("someone/hierarchical_map")
+        small = evaluate.load("someone/hierarchical_map", ontology={json.dumps(ANIMALS)!s})
+        print(json.dumps([
+            type(from_hub).__module__,
+            from_hub.compute(predictions=SCORES, references=REFS, return_per_class=True),
+            small.compute(predictions={PREDICTIONS!r}, references={REFERENCES!r}),
+            sorted(name for name in sys.modules if name.startswith("hlp_audio") and sys.modules[name] is not None),
+        ]))
+        """,
+        tmp_path,
+        env={"HF_MODULES_CACHE": str(tmp_path / "modules"), "HLP_AUDIO_NO_EVALUATE_HOOK": "1", "HLP_AUDIOSET_DIR": ""},
+    )
+    module, from_hub, small, hlp_modules = result
+    assert module.startswith("evaluate_modules.metrics.someone--hierarchical_map.")
+    assert hlp_modules == []
+    scores, references = audioset_data()
+    expected = compute_hierarchical_map(scores, references, audioset_ontology, return_per_class=True)
+    assert same(from_hub, expected)
+    assert small == compute_hierarchical_map(PREDICTIONS, REFERENCES, ANIMALS)
+
+
+# ---------------------------------------------------------------------------- accelerate
+def _gathered_over_two_processes(audioset_dir):
+    """Run in each of 2 processes: gather_for_metrics over several steps, then compute."""
+    from accelerate import Accelerator
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from hlp_audio import Ontology
+
+    accelerator = Accelerator(cpu=True)
+    ontology = Ontology.from_audioset(audioset_dir=audioset_dir)
+    labels = load_segments(["eval"], ontology, audioset_dir=audioset_dir)["eval"].labels[:101]
+    offsets = labels.offsets.to_numpy()
+    references = np.zeros((101, 527), dtype=np.float32)  # float targets, as a training loop has them
+    rows = np.repeat(np.arange(101), np.diff(offsets - offsets[0]))
+    references[rows, labels.values.to_numpy()[offsets[0] : offsets[-1]]] = 1
+    logits = (np.random.default_rng(1).standard_normal((101, 527)) + 2 * references).astype(np.float32)
+    # 101 clips, 2 processes x 7: the last step is padded, and gather_for_metrics drops the padding
+    dataset = TensorDataset(torch.from_numpy(logits), torch.from_numpy(references))
+    loader = accelerator.prepare(DataLoader(dataset, batch_size=7))
+    metric = HierarchicalMAP(ontology=ontology, keep_in_memory=True)
+    steps = 0
+    for batch_logits, batch_references in loader:
+        batch_logits, batch_references = accelerator.gather_for_metrics((batch_logits, batch_references))
+        metric.add_batch(predictions=batch_logits, references=batch_references)
+        steps += 1
+    result = metric.compute(return_per_class=True)
+    expected = compute_hierarchical_map(logits, references, ontology, return_per_class=True)
+    assert accelerator.num_processes == 2 and steps == 8
+    assert result["num_samples"] == 101
+    assert same(result, expected), accelerator.process_index
+
+
+@pytest.mark.slow
+def test_gather_for_metrics_over_steps_equals_one_batch(audioset_dir):
+    from accelerate import debug_launcher
+
+    debug_launcher(_gathered_over_two_processes, args=(str(audioset_dir),), num_processes=2)
