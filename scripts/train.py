@@ -1,0 +1,445 @@
+#!/usr/bin/env python
+"""Fine-tune an HLP audio tagger (AST, PaSST or EfficientAT backbone) with or without HLP labels.
+
+Runs on CPU, one GPU or many with accelerate::
+
+    accelerate launch scripts/train.py --train-manifest train.csv --eval-manifest eval.csv \\
+        --model-name-or-path converted/ast-audioset --hlp --mixup 0.5 --mixed-precision bf16 \\
+        --output-dir runs/ast-hlp
+
+Each epoch: train on clips decoded from files in DataLoader workers (random crop / pad to the clip
+length), compute the features batched on the accelerator, augment (time / frequency masking,
+mixup), evaluate the mAP on the base and HLP references with and without post-HLP (gathered over
+processes), keep the best model in ``OUTPUT_DIR/best`` and a resumable checkpoint in
+``OUTPUT_DIR/checkpoints``. ``--resume`` continues an interrupted run; it gives the same weights
+as an uninterrupted run with the same seed. See ``--help`` for every option.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import math
+import shutil
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+import torch
+
+from hlp_audio import Ontology
+from hlp_audio.metrics import RESULT_KEYS
+from hlp_audio.training import (
+    FEATURE_AXES,
+    AudioClipDataset,
+    ClassBalancedSampler,
+    ShuffleSampler,
+    TrainingProgress,
+    build_front_end,
+    build_lr_scheduler,
+    build_model,
+    build_optimizer,
+    class_balanced_weights,
+    evaluation_metrics,
+    input_kind,
+    mask_time_frequency,
+    mixup,
+    post_hlp_disabled,
+    predict,
+    publish_model,
+    read_manifest,
+    save_trained_model,
+    seed_everything_for_step,
+    step_rng,
+)
+
+CHECKPOINT_PREFIX = "step_"
+# Evaluation figures that can select the best epoch (higher is better).
+SELECTABLE_METRICS = tuple(key for key in RESULT_KEYS if key.startswith("map") or key in ("auc", "d_prime"))
+
+
+def _json_object(text: str) -> dict:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise argparse.ArgumentTypeError(f"not valid JSON ({err})") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(f"expected a JSON object, got {text!r}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    data = parser.add_argument_group("data")
+    data.add_argument("--train-manifest", required=True, help="CSV / TSV / parquet file or saved datasets folder of training clips")
+    data.add_argument("--eval-manifest", help="the same for evaluation clips (evaluated after every epoch)")
+    data.add_argument("--train-split", help="split of a saved DatasetDict for training")
+    data.add_argument("--eval-split", help="split of a saved DatasetDict for evaluation")
+    data.add_argument("--audio-column", default="audio")
+    data.add_argument("--labels-column", default="labels")
+    data.add_argument("--audio-root", help="folder that relative audio paths are relative to (default: the manifest's folder)")
+    data.add_argument("--label-separator", default=",", help="separator of labels in a CSV cell")
+    data.add_argument(
+        "--ontology",
+        help="'audioset' or an Ontology JSON file (Ontology.to_json); default: the checkpoint's, else AudioSet",
+    )
+    data.add_argument("--audioset-dir", help="folder of the AudioSet metadata (default: $HLP_AUDIOSET_DIR, else download)")
+    data.add_argument("--clip-seconds", type=float, default=10.0, help="training clip length (random crop / pad)")
+    data.add_argument("--eval-clip-seconds", type=float, help="evaluation clip length (default: --clip-seconds)")
+    data.add_argument("--num-workers", type=int, default=4, help="DataLoader workers decoding audio")
+
+    model = parser.add_argument_group("model")
+    model.add_argument("--model-name-or-path", help="a saved HLP tagger folder (e.g. a converted AST / PaSST / EfficientAT)")
+    model.add_argument("--backbone-type", choices=["ast", "efficientat", "passt"], help="train from scratch: backbone")
+    model.add_argument("--backbone-size", help="train from scratch: size (ast: tiny/base; efficientat: tiny/mn01..mn40; passt: tiny/s...)")
+    model.add_argument("--backbone-config", type=_json_object, default={}, help="JSON object of backbone config overrides, e.g. '{\"drop_path_rate\": 0.1}'")
+    model.add_argument("--s-patchout-t", type=int, help="PaSST: time columns dropped by structured patchout")
+    model.add_argument("--s-patchout-f", type=int, help="PaSST: frequency rows dropped by structured patchout")
+    model.add_argument("--u-patchout", type=int, help="PaSST: patches dropped by unstructured patchout")
+    model.add_argument("--no-post-hlp", dest="post_hlp", action="store_false", help="save the model with post-HLP off")
+    model.add_argument("--freeze-body", action="store_true", help="linear probing: train the classifier head only")
+
+    recipe = parser.add_argument_group("recipe")
+    recipe.add_argument("--hlp", action="store_true", help="train on HLP-propagated labels (label pre-processing)")
+    recipe.add_argument("--epochs", type=int, default=10)
+    recipe.add_argument("--batch-size", type=int, default=32, help="per device")
+    recipe.add_argument("--eval-batch-size", type=int, help="per device (default: --batch-size)")
+    recipe.add_argument("--gradient-accumulation-steps", type=int, default=1)
+    recipe.add_argument("--lr", type=float, default=1e-5, help="peak learning rate")
+    recipe.add_argument("--head-lr", type=float, help="peak learning rate of the classifier head (default: --lr)")
+    recipe.add_argument("--weight-decay", type=float, default=1e-4, help="AdamW decay (not on biases and norms)")
+    recipe.add_argument("--warmup-steps", type=int, help="linear warmup in optimizer steps (default: --warmup-ratio)")
+    recipe.add_argument("--warmup-ratio", type=float, default=0.05, help="warmup as a share of all optimizer steps")
+    recipe.add_argument("--min-lr-ratio", type=float, default=0.01, help="cosine floor, as a share of the peak")
+    recipe.add_argument("--max-grad-norm", type=float, default=1.0, help="gradient clipping (0: off)")
+    recipe.add_argument("--mixup", type=float, default=0.0, metavar="ALPHA", help="mixup Beta(alpha, alpha) (0: off)")
+    recipe.add_argument("--time-mask", type=int, default=0, help="max width of a time mask in frames (0: off)")
+    recipe.add_argument("--freq-mask", type=int, default=0, help="max width of a frequency mask in bins (0: off)")
+    recipe.add_argument("--num-time-masks", type=int, default=1)
+    recipe.add_argument("--num-freq-masks", type=int, default=1)
+    recipe.add_argument("--balanced-sampler", action="store_true", help="class-balanced weighted sampling of clips")
+    recipe.add_argument("--epoch-size", type=int, help="clips per epoch of the balanced sampler (default: all)")
+    recipe.add_argument("--sampler-offset", type=float, default=100.0, help="balanced sampler: 1000 / (offset + class count)")
+    recipe.add_argument("--sampler-replacement", action="store_true", help="balanced sampler: draw with replacement")
+    recipe.add_argument("--mixed-precision", choices=["no", "bf16", "fp16"], help="default: accelerate config")
+    recipe.add_argument("--seed", type=int, default=0)
+    recipe.add_argument("--best-metric", help="metric selecting the best epoch (default: map_hlp with --hlp, else map; '_post' if post-HLP)")
+
+    output = parser.add_argument_group("output")
+    output.add_argument("--output-dir", required=True)
+    output.add_argument("--checkpointing-steps", type=int, help="also save a checkpoint every N optimizer steps")
+    output.add_argument("--checkpoints-total-limit", type=int, default=2, help="checkpoints kept (oldest removed)")
+    output.add_argument("--resume", nargs="?", const="latest", help="resume from a checkpoint folder, or the latest one")
+    output.add_argument("--stop-after-steps", type=int, help="save a checkpoint and stop after N optimizer steps (for time-limited jobs)")
+    output.add_argument("--logging-steps", type=int, default=50)
+    output.add_argument("--report-to", choices=["auto", "tensorboard", "none"], default="auto")
+    output.add_argument("--no-progress", action="store_true", help="no progress bars")
+    output.add_argument("--push-to-hub", metavar="REPO_ID", help="publish the best model (or the last) to this Hub repo")
+    output.add_argument("--hub-private", action="store_true")
+    output.add_argument("--hub-token")
+    return parser
+
+
+def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.model_name_or_path is None and (args.backbone_type is None or args.backbone_size is None):
+        parser.error("pass --model-name-or-path, or --backbone-type and --backbone-size to train from scratch")
+    if args.model_name_or_path is not None and args.backbone_size is not None:
+        parser.error("--backbone-size is for training from scratch; drop it or --model-name-or-path")
+    for name in ("epochs", "batch_size", "gradient_accumulation_steps", "logging_steps"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name.replace('_', '-')} must be >= 1")
+    if args.mixup < 0:
+        parser.error("--mixup must be >= 0")
+    if args.epoch_size is not None and not args.balanced_sampler:
+        parser.error("--epoch-size applies to --balanced-sampler")
+    if args.stop_after_steps is not None and args.stop_after_steps < 1:
+        parser.error("--stop-after-steps must be >= 1")
+    for name in ("s_patchout_t", "s_patchout_f", "u_patchout"):
+        if getattr(args, name) is not None:
+            args.backbone_config[name] = getattr(args, name)
+    if args.best_metric is not None and args.best_metric not in SELECTABLE_METRICS:
+        parser.error(f"--best-metric must be one of {', '.join(SELECTABLE_METRICS)}")
+    args.eval_batch_size = args.eval_batch_size or args.batch_size
+    args.eval_clip_seconds = args.eval_clip_seconds or args.clip_seconds
+    return args
+
+
+def load_ontology(args) -> Optional[Ontology]:
+    if args.ontology in (None, "") and args.model_name_or_path is not None:
+        return None  # the checkpoint's
+    if args.ontology in (None, "", "audioset"):
+        return Ontology.from_audioset(audioset_dir=args.audioset_dir)
+    return Ontology.from_json(args.ontology)
+
+
+def find_checkpoint(output_dir: Path, resume: str) -> Path:
+    if resume != "latest":
+        path = Path(resume)
+        if not path.is_dir():
+            raise FileNotFoundError(f"--resume {resume}: no such checkpoint folder")
+        return path
+    checkpoints = sorted((output_dir / "checkpoints").glob(CHECKPOINT_PREFIX + "*"))
+    if not checkpoints:
+        raise FileNotFoundError(f"--resume: no checkpoint in {output_dir / 'checkpoints'}")
+    return checkpoints[-1]
+
+
+# Options that do not change what is trained: they may differ between an interrupted run and its resumption.
+NEUTRAL_OPTIONS = {
+    "resume", "stop_after_steps", "push_to_hub", "hub_private", "no_progress", "num_workers", "report_to",
+    "logging_steps", "checkpointing_steps", "checkpoints_total_limit", "output_dir",
+}
+
+
+def changed_recipe(saved_args: Path, run_record: dict) -> list:
+    """(option, before, now) for every option that changed since the run being resumed."""
+    if not saved_args.is_file():
+        return []
+    before = json.loads(saved_args.read_text())
+    now = json.loads(json.dumps(run_record, default=str))  # the same JSON round trip as the saved record
+    return [
+        (key, before.get(key), now.get(key))
+        for key in sorted(set(before) | set(now))
+        if key not in NEUTRAL_OPTIONS and before.get(key) != now.get(key)
+    ]
+
+
+def main(argv: Optional[List[str]] = None) -> dict:
+    args = parse_args(argv)
+    from accelerate import Accelerator
+    from accelerate.utils import set_seed
+    from tqdm.auto import tqdm
+
+    output_dir = Path(args.output_dir)
+    log_with = None
+    if args.report_to != "none":
+        if importlib.util.find_spec("tensorboard") is not None:
+            log_with = "tensorboard"
+        elif args.report_to == "tensorboard":
+            raise ImportError("--report-to tensorboard needs the tensorboard package: pip install tensorboard")
+    accelerator = Accelerator(
+        mixed_precision=args.mixed_precision,
+        gradient_accumulation_steps=args.gradient_accumulation_steps,
+        log_with=log_with,
+        project_dir=str(output_dir),
+    )
+
+    # ---------------------------------------------------------------------------- model and data
+    set_seed(args.seed)  # the initial weights of a model trained from scratch (or of a new head)
+    ontology = load_ontology(args)
+    model, feature_extractor, ontology = build_model(
+        ontology=ontology,
+        model_name_or_path=args.model_name_or_path,
+        backbone_type=args.backbone_type,
+        backbone_size=args.backbone_size,
+        backbone_overrides=args.backbone_config,
+        post_hlp=args.post_hlp,
+        hlp_targets=args.hlp,
+    )
+    if args.freeze_body:
+        model.freeze_backbone()
+    sampling_rate = int(feature_extractor.sampling_rate)
+    manifest_options = dict(
+        audio_column=args.audio_column,
+        labels_column=args.labels_column,
+        audio_root=args.audio_root,
+        label_separator=args.label_separator,
+    )
+    train_manifest = read_manifest(args.train_manifest, ontology, split=args.train_split, **manifest_options)
+    if args.hlp:  # before mixup: a mix of propagated labels, not a propagated mix
+        train_manifest = train_manifest.with_hlp(ontology)
+    train_set = AudioClipDataset(
+        train_manifest, sampling_rate=sampling_rate, clip_seconds=args.clip_seconds, random_crop=True, seed=args.seed
+    )
+    if args.balanced_sampler:
+        weights = class_balanced_weights(train_manifest.labels, len(ontology), offset=args.sampler_offset)
+        sampler = ClassBalancedSampler(weights, args.epoch_size, replacement=args.sampler_replacement, seed=args.seed)
+    else:
+        sampler = ShuffleSampler(len(train_set), seed=args.seed)
+    loader_options = dict(num_workers=args.num_workers, pin_memory=accelerator.device.type == "cuda")
+    train_loader = torch.utils.data.DataLoader(train_set, batch_size=args.batch_size, sampler=sampler, drop_last=True, **loader_options)
+    eval_loader = None
+    if args.eval_manifest:
+        eval_manifest = read_manifest(args.eval_manifest, ontology, split=args.eval_split, **manifest_options)
+        eval_set = AudioClipDataset(eval_manifest, sampling_rate=sampling_rate, clip_seconds=args.eval_clip_seconds)
+        eval_loader = torch.utils.data.DataLoader(eval_set, batch_size=args.eval_batch_size, shuffle=False, **loader_options)
+    if len(train_loader) == 0:
+        raise ValueError(f"{len(train_set)} training clips make no full batch of {args.batch_size}")
+
+    # ---------------------------------------------------------------------------- optimisation
+    optimizer = build_optimizer(
+        model, lr=args.lr, weight_decay=args.weight_decay, head_lr=args.head_lr, head_prefix="backbone.classifier."
+    )
+    if eval_loader is not None:
+        model, optimizer, train_loader, eval_loader = accelerator.prepare(model, optimizer, train_loader, eval_loader)
+    else:
+        model, optimizer, train_loader = accelerator.prepare(model, optimizer, train_loader)
+    updates_per_epoch = math.ceil(len(train_loader) / args.gradient_accumulation_steps)
+    total_steps = updates_per_epoch * args.epochs
+    warmup_steps = args.warmup_steps if args.warmup_steps is not None else int(args.warmup_ratio * total_steps)
+    scheduler = build_lr_scheduler(optimizer, warmup_steps=min(warmup_steps, total_steps), total_steps=total_steps, min_lr_ratio=args.min_lr_ratio)
+    progress = TrainingProgress()
+    accelerator.register_for_checkpointing(scheduler, progress)
+    front_end = build_front_end(feature_extractor).to(accelerator.device)
+    unwrapped = accelerator.unwrap_model(model)
+    time_axis, freq_axis = FEATURE_AXES[input_kind(unwrapped.config)]
+    run_record = {**vars(args), "num_processes": accelerator.num_processes, "train_clips": len(train_manifest)}
+    run_record.pop("hub_token")  # never written to disk
+    best_metric = args.best_metric or ("map_hlp" if args.hlp else "map") + ("_post" if args.post_hlp else "")
+
+    if args.resume:
+        checkpoint = find_checkpoint(output_dir, args.resume)
+        accelerator.print(f"resuming from {checkpoint}")
+        changed = changed_recipe(output_dir / "training_args.json", run_record)
+        if changed:
+            accelerator.print(
+                "warning: the recipe differs from the interrupted run's, so the result will differ from an "
+                "uninterrupted run: " + "; ".join(f"{key}: {old!r} -> {new!r}" for key, old, new in changed)
+            )
+        accelerator.load_state(str(checkpoint))
+    if accelerator.is_main_process:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        (output_dir / "training_args.json").write_text(json.dumps(run_record, indent=2, default=str))
+    if log_with:
+        accelerator.init_trackers("train", config={k: v for k, v in vars(args).items() if isinstance(v, (int, float, str, bool))})
+
+    def log(values: dict, step: int) -> None:
+        if log_with:
+            accelerator.log(values, step=step)
+        if accelerator.is_main_process:
+            with open(output_dir / "metrics.jsonl", "a") as handle:
+                handle.write(json.dumps({"step": step, **values}) + "\n")
+
+    def save_checkpoint() -> None:
+        path = output_dir / "checkpoints" / f"{CHECKPOINT_PREFIX}{progress.global_step:08d}"
+        accelerator.save_state(str(path))
+        if accelerator.is_main_process:
+            existing = sorted((output_dir / "checkpoints").glob(CHECKPOINT_PREFIX + "*"))
+            for old in existing[: max(0, len(existing) - args.checkpoints_total_limit)]:
+                shutil.rmtree(old)
+        accelerator.wait_for_everyone()
+
+    accelerator.print(
+        f"{len(train_set)} training clips, {updates_per_epoch} optimizer steps per epoch x {args.epochs} epochs, "
+        f"{accelerator.num_processes} process(es), effective batch {args.batch_size * args.gradient_accumulation_steps * accelerator.num_processes}"
+    )
+
+    # ---------------------------------------------------------------------------- loop
+    stopped = False
+    running_loss = torch.zeros((), device=accelerator.device)
+    running_count = 0
+    for epoch in range(progress.epoch, args.epochs):
+        # accelerate's loader re-sets the epoch of the sampler (and data set) from its own counter at
+        # every iteration: set that counter too, or a resumed run would redraw epoch 0's order
+        train_loader.set_epoch(epoch)
+        train_set.set_epoch(epoch)
+        sampler.set_epoch(epoch)
+        loader = train_loader
+        if progress.batches_in_epoch:
+            loader = accelerator.skip_first_batches(train_loader, progress.batches_in_epoch)
+        model.train()
+        if args.freeze_body:  # linear probing: the body also keeps its batch-norm statistics and skips dropout
+            unwrapped.backbone.eval()
+            unwrapped.classifier.train()
+        bar = tqdm(
+            total=len(train_loader),
+            initial=progress.batches_in_epoch,
+            desc=f"epoch {epoch + 1}/{args.epochs}",
+            disable=args.no_progress or not accelerator.is_local_main_process,
+        )
+        with post_hlp_disabled(unwrapped):  # the loss is on the raw logits; post-HLP is for inference
+            for batch in loader:
+                seed_everything_for_step(args.seed, progress.micro_step, accelerator.process_index)
+                rng = step_rng(args.seed, progress.micro_step, accelerator.process_index)
+                with accelerator.accumulate(model):
+                    with torch.no_grad():
+                        features = front_end(batch["waveform"])
+                        targets = batch["labels"]
+                        if args.time_mask or args.freq_mask:
+                            features = mask_time_frequency(
+                                features, rng, time_axis=time_axis, freq_axis=freq_axis,
+                                time_mask=args.time_mask, freq_mask=args.freq_mask,
+                                num_time_masks=args.num_time_masks, num_freq_masks=args.num_freq_masks,
+                            )
+                        if args.mixup:
+                            features, targets = mixup(features, targets, args.mixup, rng)
+                    loss = model(input_values=features, labels=targets).loss
+                    accelerator.backward(loss)
+                    if accelerator.sync_gradients and args.max_grad_norm:
+                        accelerator.clip_grad_norm_(model.parameters(), args.max_grad_norm)
+                    optimizer.step()
+                    if accelerator.sync_gradients and not accelerator.optimizer_step_was_skipped:
+                        scheduler.step()
+                    optimizer.zero_grad(set_to_none=True)
+                running_loss += loss.detach()
+                running_count += 1
+                progress.micro_step += 1
+                progress.batches_in_epoch += 1
+                bar.update(1)
+                if not accelerator.sync_gradients:
+                    continue
+                progress.global_step += 1
+                if progress.global_step % args.logging_steps == 0:
+                    mean_loss = accelerator.reduce(running_loss / running_count, reduction="mean").item()
+                    running_loss.zero_()
+                    running_count = 0
+                    bar.set_postfix(loss=f"{mean_loss:.4f}")
+                    log({"train/loss": mean_loss, "train/lr": scheduler.get_last_lr()[0], "train/epoch": epoch + progress.batches_in_epoch / len(train_loader)}, progress.global_step)
+                if args.checkpointing_steps and progress.global_step % args.checkpointing_steps == 0:
+                    save_checkpoint()
+                if args.stop_after_steps and progress.global_step >= args.stop_after_steps and progress.batches_in_epoch < len(train_loader):
+                    stopped = True
+                    break
+        bar.close()
+        if stopped:
+            save_checkpoint()
+            accelerator.print(f"stopped after {progress.global_step} optimizer steps; continue with --resume")
+            break
+
+        # ---------------------------------------------------------------- end of epoch
+        progress.epoch, progress.batches_in_epoch = epoch + 1, 0
+        if running_count:
+            mean_loss = accelerator.reduce(running_loss / running_count, reduction="mean").item()
+            running_loss.zero_()
+            running_count = 0
+            log({"train/loss": mean_loss, "train/lr": scheduler.get_last_lr()[0], "train/epoch": epoch + 1}, progress.global_step)
+        if eval_loader is not None:
+            logits, labels = predict(model, eval_loader, front_end, accelerator, progress=not args.no_progress)
+            metrics = evaluation_metrics(logits, labels, ontology)
+            progress.history.append({"epoch": epoch + 1, "step": progress.global_step, **metrics})
+            log({f"eval/{key}": value for key, value in metrics.items()}, progress.global_step)
+            accelerator.print(
+                f"epoch {epoch + 1}: " + ", ".join(f"{key} {metrics[key]:.4f}" for key in ("map", "map_post", "map_hlp", "map_hlp_post"))
+            )
+            if progress.best_metric is None or metrics[best_metric] > progress.best_metric:
+                progress.best_metric, progress.best_epoch = metrics[best_metric], epoch + 1
+                save_trained_model(accelerator, model, feature_extractor, output_dir / "best", args=run_record, metrics=metrics, progress=progress)
+        if args.stop_after_steps and progress.global_step >= args.stop_after_steps and epoch + 1 < args.epochs:
+            stopped = True
+        save_checkpoint()
+        if stopped:
+            accelerator.print(f"stopped after {progress.global_step} optimizer steps; continue with --resume")
+            break
+
+    results = {"global_step": progress.global_step, "epoch": progress.epoch, "stopped": stopped, "history": progress.history}
+    if not stopped:
+        final_metrics = progress.history[-1] if progress.history else None
+        save_trained_model(accelerator, model, feature_extractor, output_dir / "final", args=run_record, metrics=final_metrics, progress=progress)
+        results.update(best_metric=best_metric, best_value=progress.best_metric, best_epoch=progress.best_epoch)
+        if accelerator.is_main_process:
+            (output_dir / "results.json").write_text(json.dumps(results, indent=2))
+        if args.push_to_hub and accelerator.is_main_process:
+            folder = output_dir / "best" if (output_dir / "best").is_dir() else output_dir / "final"
+            commit = publish_model(folder, args.push_to_hub, private=args.hub_private, token=args.hub_token)
+            accelerator.print(f"pushed {folder} to {args.push_to_hub}: {commit}")
+        accelerator.wait_for_everyone()
+    accelerator.end_training()
+    return results
+
+
+if __name__ == "__main__":
+    main()
+    sys.exit(0)
