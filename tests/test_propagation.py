@@ -55,6 +55,14 @@ def test_soft_labels_and_logits(small):
     assert (post < 0).any()
 
 
+def test_huge_finite_scores_are_not_mistaken_for_inf(small):
+    # their sum overflows float32; every entry is finite, so this is valid input
+    big = np.full((4, len(small)), 3e38, dtype=np.float32)
+    big[0, 0] = -3e38
+    np.testing.assert_array_equal(propagate_scores(big, small), reference_max(big, small.lookup_table()).astype(np.float32))
+    assert torch.equal(propagate_scores(torch.from_numpy(big), small), torch.from_numpy(propagate_scores(big, small)))
+
+
 def test_post_hlp_parents_never_below_unambiguous_children(small):
     logits = torch.randn(100, len(small))
     post = propagate_scores(logits, small)

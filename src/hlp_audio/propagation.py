@@ -44,9 +44,14 @@ def _check_dense(values, ontology: Ontology, what: str) -> None:
     is_torch = torch is not None and isinstance(values, torch.Tensor)
     floating = values.is_floating_point() if is_torch else np.issubdtype(values.dtype, np.floating)
     if floating:
-        # A finite sum proves every entry finite (one cheap reduction); only on failure look closer.
-        total = values.sum(dtype=torch.float64) if is_torch else values.sum(dtype=np.float64)
-        if bool(torch.isfinite(total) if is_torch else np.isfinite(total)):
+        # A finite sum proves every entry finite (one cheap reduction); only when it is not (a NaN or
+        # inf, or merely an overflow of the sum) look at every entry.
+        if is_torch:
+            all_finite = bool(torch.isfinite(values.sum()))
+        else:
+            with np.errstate(over="ignore", invalid="ignore"):
+                all_finite = bool(np.isfinite(values.sum()))
+        if all_finite:
             return
         finite = torch.isfinite(values) if is_torch else np.isfinite(values)
         if not bool(finite.all()):

@@ -17,7 +17,6 @@ not installed. Adding a backbone = a sibling ``modeling_<kind>.py`` + one import
 import os
 from typing import Dict, Iterator, Optional, Tuple, Union
 
-import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -25,7 +24,7 @@ from transformers.modeling_outputs import SequenceClassifierOutput
 from transformers.modeling_utils import PreTrainedModel
 
 from .configuration_hlp_audio import HLPAudioConfig
-from .hierarchy_ops import max_over_ancestors
+from .hierarchy_ops import AncestorMax
 from .modeling_ast_backbone import ASTBackbone, ast_architecture
 from .modeling_efficientat import EfficientATBackbone
 from .modeling_passt import PaSSTBackbone
@@ -109,21 +108,12 @@ class HLPAudioForAudioClassification(HLPAudioPreTrainedModel):
         for module in self.backbone.modules():
             if isinstance(module, PreTrainedModel):
                 module.set_attn_implementation(self.config._attn_implementation)
-        descendant, ancestor = config.ancestor_pairs()
-        self._hlp_pairs_numpy: Tuple[np.ndarray, np.ndarray] = (descendant, ancestor)
-        self._hlp_pairs_by_device: Dict[torch.device, Tuple[torch.Tensor, torch.Tensor]] = {}
+        # The post-HLP plan: plain numpy index arrays derived from config.ontology, moved to a device once
+        # on first use there (no buffers, so from_pretrained has nothing to leave uninitialised).
+        self._hlp_plan = AncestorMax(*config.ancestor_pairs())
         self.post_init()
 
     # ------------------------------------------------------------------ hierarchy
-    def hlp_index(self, device: Union[torch.device, str]) -> Tuple[torch.Tensor, torch.Tensor]:
-        """``(descendant, ancestor)`` int64 index tensors on ``device`` (built once per device from the config)."""
-        device = torch.device(device)
-        pairs = self._hlp_pairs_by_device.get(device)
-        if pairs is None:
-            pairs = tuple(torch.as_tensor(array, dtype=torch.long, device=device) for array in self._hlp_pairs_numpy)
-            self._hlp_pairs_by_device[device] = pairs
-        return pairs
-
     def propagate_logits(self, logits: torch.Tensor) -> torch.Tensor:
         """Post-HLP: ``out[..., a] = max(logits[..., a], logits[..., d] for each descendant d of a)``.
 
@@ -134,11 +124,11 @@ class HLPAudioForAudioClassification(HLPAudioPreTrainedModel):
                 f"logits of shape {tuple(logits.shape)} have {logits.shape[-1]} classes on the last axis but the "
                 f"model has {self.config.num_labels}"
             )
-        return max_over_ancestors(logits, *self.hlp_index(logits.device))
+        return self._hlp_plan(logits)
 
     def propagate_targets(self, labels: torch.Tensor) -> torch.Tensor:
         """HLP on training targets (multi-hot or soft): a class gets the max of its own and its descendants' values."""
-        return max_over_ancestors(labels, *self.hlp_index(labels.device))
+        return self._hlp_plan(labels)
 
     # ------------------------------------------------------------------ body / head
     @property
