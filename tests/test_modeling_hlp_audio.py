@@ -111,10 +111,10 @@ def test_config_disambiguates_duplicate_names():
 @pytest.mark.parametrize(
     "kwargs, message",
     [
-        (dict(ontology={"labels": ["a", "b"], "parents": [[1], [5]]}), r"class 1 \('b'\) has invalid parent indices \[5\]"),
+        (dict(ontology={"labels": ["a", "b"], "parents": [[1], [5]]}), r"invalid ontology: class 1 \('b'\) has parent index 5, outside \[0, 2\)"),
         (dict(ontology={"labels": ["a", "b"], "parents": [[1], [0]]}), "invalid ontology: .*cycle"),
-        (dict(ontology={"labels": ["a", "b"], "parents": [[1]]}), "2 labels, 2 names and 1 parent lists"),
-        (dict(ontology={"labels": ["a"], "parents": [[]], "format": "other/2"}), "unknown ontology format 'other/2'"),
+        (dict(ontology={"labels": ["a", "b"], "parents": [[1]]}), "invalid ontology: 1 parent lists for 2 labels"),
+        (dict(ontology={"labels": ["a"], "parents": [[]], "format": "other/2"}), "invalid ontology: unknown ontology dict format 'other/2'"),
         (dict(ontology={"labels": ["a", "b"], "parents": [[], []]}, num_labels=3), "num_labels=3 but the ontology has 2"),
         (dict(ontology={"labels": ["a", "b"], "parents": [[], []]}, id2label={0: "a"}), "id2label has 1 entries"),
         (dict(num_labels=2, problem_type="single_label_classification"), "problem_type must be 'multi_label_classification'"),

@@ -16,13 +16,13 @@ from typing import Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from .modeling.hierarchy_ops import ancestor_pairs, unique_parent_array
+from .modeling.hierarchy_ops import ONTOLOGY_FORMAT, ancestor_pairs, check_hierarchy, check_ontology_dict, unique_parent_array
 
 __all__ = ["Ontology", "OntologyError"]
 
 PathLike = Union[str, "os.PathLike[str]"]
 
-DICT_FORMAT = "hlp-ontology/1"
+DICT_FORMAT = ONTOLOGY_FORMAT
 
 
 class OntologyError(ValueError):
@@ -45,39 +45,15 @@ class Ontology:
         labelled_parents: Sequence[Sequence[int]],
         names: Optional[Sequence[str]] = None,
     ):
-        labels = [str(label) for label in labels]
-        if len(set(labels)) != len(labels):
-            _raise_duplicates(labels, "label ids")
-        if len(labelled_parents) != len(labels):
-            raise OntologyError(
-                f"labelled_parents has {len(labelled_parents)} entries for {len(labels)} labels"
-            )
-        names = list(labels) if names is None else [str(name) for name in names]
-        if len(names) != len(labels):
-            raise OntologyError(f"{len(names)} names for {len(labels)} labels")
-        parents: List[Tuple[int, ...]] = []
-        for child, row in enumerate(labelled_parents):
-            row = tuple(int(p) for p in row)
-            for parent in row:
-                if not 0 <= parent < len(labels):
-                    raise OntologyError(
-                        f"class {child} ({labels[child]!r}) has parent index {parent}, "
-                        f"outside [0, {len(labels)})"
-                    )
-                if parent == child:
-                    raise OntologyError(f"class {child} ({labels[child]!r}) is its own parent")
-            if len(set(row)) != len(row):
-                raise OntologyError(f"class {child} ({labels[child]!r}) lists a parent twice: {row}")
-            parents.append(row)
-        self._labels: Tuple[str, ...] = tuple(labels)
-        self._names: Tuple[str, ...] = tuple(names)
-        self._labelled_parents: Tuple[Tuple[int, ...], ...] = tuple(parents)
-        self._label_to_index: Dict[str, int] = {label: i for i, label in enumerate(labels)}
         try:
-            self._descendant, self._ancestor = ancestor_pairs(self.unique_parent)
+            labels, names, parents = check_hierarchy(labels, labelled_parents, names)
         except ValueError as err:
             raise OntologyError(str(err)) from None
-        _check_acyclic(self._labelled_parents, self._labels)
+        self._labels: Tuple[str, ...] = labels
+        self._names: Tuple[str, ...] = names
+        self._labelled_parents: Tuple[Tuple[int, ...], ...] = parents
+        self._label_to_index: Dict[str, int] = {label: i for i, label in enumerate(labels)}
+        self._descendant, self._ancestor = ancestor_pairs(self.unique_parent)  # acyclic: checked above
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -103,7 +79,7 @@ class Ontology:
             parent_map[str(child)] = tuple(str(p) for p in row)
         label_set = set(labels)
         if len(label_set) != len(labels):
-            _raise_duplicates(labels, "label ids")
+            cls(labels, [()] * len(labels))  # raises the OntologyError that names the duplicates
         contracted = _contract(labels, label_set, parent_map)
         index = {label: i for i, label in enumerate(labels)}
         labelled_parents = [[index[p] for p in contracted[label]] for label in labels]
@@ -158,15 +134,11 @@ class Ontology:
 
     @classmethod
     def from_dict(cls, data: Mapping) -> "Ontology":
-        if not isinstance(data, Mapping):
-            raise OntologyError(f"expected a mapping from Ontology.to_dict(), got {type(data).__name__}")
-        fmt = data.get("format", DICT_FORMAT)
-        if fmt != DICT_FORMAT:
-            raise OntologyError(f"unknown ontology dict format {fmt!r} (expected {DICT_FORMAT!r})")
-        missing = [key for key in ("labels", "parents") if key not in data]
-        if missing:
-            raise OntologyError(f"ontology dict lacks {missing}")
-        return cls(data["labels"], data["parents"], data.get("names"))
+        try:
+            data = check_ontology_dict(dict(data) if isinstance(data, Mapping) else data)
+        except ValueError as err:
+            raise OntologyError(str(err)) from None
+        return cls(data["labels"], data["parents"], data["names"])
 
     def to_json(self, path: Optional[PathLike] = None) -> str:
         text = json.dumps(self.to_dict(), ensure_ascii=False)
@@ -303,15 +275,6 @@ class Ontology:
         return chain
 
 
-def _raise_duplicates(ids: Sequence[str], what: str) -> None:
-    seen, dupes = set(), []
-    for item in ids:
-        if item in seen:
-            dupes.append(item)
-        seen.add(item)
-    raise OntologyError(f"duplicate {what}: {sorted(set(dupes))[:10]}")
-
-
 def _contract(labels: Sequence[str], label_set: set, parent_map: Dict[str, Tuple[str, ...]]) -> Dict[str, List[str]]:
     """Labelled parents of every label, looking through non-label nodes (memoised DFS)."""
     frontier: Dict[str, Tuple[str, ...]] = {}  # non-label node -> its nearest labelled ancestors
@@ -346,26 +309,3 @@ def _contract(labels: Sequence[str], label_set: set, parent_map: Dict[str, Tuple
             raise OntologyError(f"the hierarchy has a cycle: {label!r} is its own ancestor")
         contracted[label] = found
     return contracted
-
-
-def _check_acyclic(labelled_parents: Sequence[Sequence[int]], labels: Sequence[str]) -> None:
-    """Reject cycles among labelled classes (Kahn's algorithm over all parent edges)."""
-    num = len(labelled_parents)
-    child_count = np.zeros(num, dtype=np.int64)
-    children: List[List[int]] = [[] for _ in range(num)]
-    for child, parents in enumerate(labelled_parents):
-        for parent in parents:
-            children[parent].append(child)
-            child_count[child] += 1  # in-degree counted child-ward: number of parents
-    ready = [i for i in range(num) if child_count[i] == 0]
-    visited = 0
-    while ready:
-        node = ready.pop()
-        visited += 1
-        for child in children[node]:
-            child_count[child] -= 1
-            if child_count[child] == 0:
-                ready.append(child)
-    if visited != num:
-        stuck = [labels[i] for i in range(num) if child_count[i] > 0]
-        raise OntologyError(f"the hierarchy has a cycle among labels {stuck[:10]}")

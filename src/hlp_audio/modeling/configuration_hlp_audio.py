@@ -11,11 +11,10 @@ from typing import Any
 from huggingface_hub.dataclasses import strict
 from transformers.configuration_utils import PreTrainedConfig
 
-from .hierarchy_ops import ancestor_pairs, unique_parent_array
+from .hierarchy_ops import ONTOLOGY_FORMAT, ancestor_pairs, check_ontology_dict, unique_parent_array
 
 __all__ = ["HLPAudioConfig", "ONTOLOGY_FORMAT", "PIPELINE_TASK", "SHIPPED_PIPELINES"]
 
-ONTOLOGY_FORMAT = "hlp-ontology/1"  # the format written by ``hlp_audio.Ontology.to_dict()``
 
 PIPELINE_TASK = "audio-classification"
 # The pipeline saved next to the weights (``pipeline_hlp_audio.py``): with ``trust_remote_code=True``,
@@ -151,39 +150,10 @@ def _hlp_pipeline_registered() -> bool:
 
 def _checked_ontology(ontology: dict) -> dict:
     """Validate the compact ontology (the checks ``post_hlp`` relies on) and return a JSON-safe copy."""
-    if not isinstance(ontology, dict):
-        raise ValueError(f"ontology must be a dict from Ontology.to_dict(), got {type(ontology).__name__}")
-    fmt = ontology.get("format", ONTOLOGY_FORMAT)
-    if fmt != ONTOLOGY_FORMAT:
-        raise ValueError(f"unknown ontology format {fmt!r} (expected {ONTOLOGY_FORMAT!r})")
-    missing = [key for key in ("labels", "parents") if key not in ontology]
-    if missing:
-        raise ValueError(f"the ontology dict lacks {missing}; build it with Ontology.to_dict()")
-    labels = [str(label) for label in ontology["labels"]]
-    names = [str(name) for name in ontology.get("names") or labels]
-    parents = ontology["parents"]
-    if len(names) != len(labels) or len(parents) != len(labels):
-        raise ValueError(
-            f"the ontology has {len(labels)} labels, {len(names)} names and {len(parents)} parent lists; "
-            "they must have the same length"
-        )
-    if len(set(labels)) != len(labels):
-        raise ValueError("the ontology lists a label id twice")
-    checked_parents = []
-    for child, row in enumerate(parents):
-        row = [int(parent) for parent in row]
-        bad = [parent for parent in row if not 0 <= parent < len(labels) or parent == child]
-        if bad:
-            raise ValueError(
-                f"ontology class {child} ({labels[child]!r}) has invalid parent indices {bad} "
-                f"(must be in [0, {len(labels)}) and differ from the class)"
-            )
-        checked_parents.append(row)
     try:
-        ancestor_pairs(unique_parent_array(checked_parents))
+        return check_ontology_dict(ontology)
     except ValueError as err:
         raise ValueError(f"invalid ontology: {err}") from None
-    return {"format": ONTOLOGY_FORMAT, "labels": labels, "names": names, "parents": checked_parents}
 
 
 def _unique_names(ontology: dict) -> list[str]:

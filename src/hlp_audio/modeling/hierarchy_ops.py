@@ -24,11 +24,85 @@ except ImportError:  # pragma: no cover - torch is a dependency of the package
     torch = None
 
 __all__ = [
+    "ONTOLOGY_FORMAT",
+    "check_hierarchy",
+    "check_ontology_dict",
     "unique_parent_array",
     "ancestor_pairs",
     "AncestorMax",
     "max_over_ancestors",
 ]
+
+
+#: format tag of the compact ontology dict (``hlp_audio.Ontology.to_dict()``, model configs)
+ONTOLOGY_FORMAT = "hlp-ontology/1"
+
+
+def check_hierarchy(labels, labelled_parents, names=None):
+    """Validate a hierarchy given as labels, labelled-parent indices and names; return clean tuples.
+
+    Raises ``ValueError`` naming the fault: duplicate label ids, mismatched lengths, a parent index
+    out of range, a class that is its own parent or lists a parent twice, a cycle.
+    """
+    labels = tuple(str(label) for label in labels)
+    if len(set(labels)) != len(labels):
+        seen, duplicates = set(), set()
+        for label in labels:
+            (duplicates if label in seen else seen).add(label)
+        raise ValueError(f"duplicate label ids: {sorted(duplicates)[:10]}")
+    if len(labelled_parents) != len(labels):
+        raise ValueError(f"{len(labelled_parents)} parent lists for {len(labels)} labels")
+    names = labels if names is None else tuple(str(name) for name in names)
+    if len(names) != len(labels):
+        raise ValueError(f"{len(names)} names for {len(labels)} labels")
+    parents = []
+    for child, row in enumerate(labelled_parents):
+        row = tuple(int(parent) for parent in row)
+        for parent in row:
+            if not 0 <= parent < len(labels):
+                raise ValueError(f"class {child} ({labels[child]!r}) has parent index {parent}, outside [0, {len(labels)})")
+            if parent == child:
+                raise ValueError(f"class {child} ({labels[child]!r}) is its own parent (a cycle)")
+        if len(set(row)) != len(row):
+            raise ValueError(f"class {child} ({labels[child]!r}) lists a parent twice: {row}")
+        parents.append(row)
+    _check_acyclic(parents, labels)
+    return labels, names, tuple(parents)
+
+
+def check_ontology_dict(data) -> dict:
+    """Validate the compact dict form and return a normalised JSON-safe copy."""
+    if not isinstance(data, dict):
+        raise ValueError(f"expected the dict of Ontology.to_dict(), got {type(data).__name__}")
+    fmt = data.get("format", ONTOLOGY_FORMAT)
+    if fmt != ONTOLOGY_FORMAT:
+        raise ValueError(f"unknown ontology dict format {fmt!r} (expected {ONTOLOGY_FORMAT!r})")
+    missing = [key for key in ("labels", "parents") if key not in data]
+    if missing:
+        raise ValueError(f"the ontology dict lacks {missing}; build it with Ontology.to_dict()")
+    labels, names, parents = check_hierarchy(data["labels"], data["parents"], data.get("names"))
+    return {"format": ONTOLOGY_FORMAT, "labels": list(labels), "names": list(names), "parents": [list(row) for row in parents]}
+
+
+def _check_acyclic(labelled_parents, labels) -> None:
+    """Reject cycles among labelled classes (Kahn's algorithm over all parent edges)."""
+    remaining = [len(parents) for parents in labelled_parents]  # parents not yet visited
+    children = [[] for _ in labelled_parents]
+    for child, parents in enumerate(labelled_parents):
+        for parent in parents:
+            children[parent].append(child)
+    ready = [i for i, count in enumerate(remaining) if count == 0]
+    visited = 0
+    while ready:
+        node = ready.pop()
+        visited += 1
+        for child in children[node]:
+            remaining[child] -= 1
+            if remaining[child] == 0:
+                ready.append(child)
+    if visited != len(labelled_parents):
+        stuck = [labels[i] for i, count in enumerate(remaining) if count > 0]
+        raise ValueError(f"the hierarchy has a cycle among labels {stuck[:10]}")
 
 
 def unique_parent_array(labelled_parents: Sequence[Sequence[int]]) -> np.ndarray:
