@@ -297,11 +297,11 @@ def test_bad_input_is_named(predictions, references, message):
 @pytest.mark.parametrize(
     "ontology, message",
     [
-        ({"labels": ["a", "b"]}, r"needs 'labels' and 'parents'"),
+        ({"labels": ["a", "b"]}, r"ontology dict: the ontology dict lacks \['parents'\]"),
         ({"labels": ["a", "b"], "parents": [[]]}, r"1 parent lists for 2 labels"),
-        ({"labels": ["a", "b"], "parents": [[], [5]]}, r"parents of class 1 \('b'\) must be class indices in \[0, 2\)"),
+        ({"labels": ["a", "b"], "parents": [[], [5]]}, r"class 1 \('b'\) has parent index 5, outside \[0, 2\)"),
         ({"labels": ["a", "b"], "parents": [[1], [0]]}, r"cycle"),
-        ({"format": "other/2", "labels": [], "parents": []}, r"unknown dict format 'other/2'"),
+        ({"format": "other/2", "labels": [], "parents": []}, r"unknown ontology dict format 'other/2'"),
         ("not json and not a file", r"neither JSON text nor an existing JSON file"),
         ('{"labels": [', r"invalid JSON"),
         (42, r"must be an hlp_audio.Ontology.*got int"),

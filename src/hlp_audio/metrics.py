@@ -37,7 +37,7 @@ from typing import Any, Dict, Tuple
 
 import numpy as np
 
-from .modeling.hierarchy_ops import ancestor_pairs, max_over_ancestors, unique_parent_array
+from .modeling.hierarchy_ops import ancestor_pairs, check_ontology_dict, max_over_ancestors, unique_parent_array
 
 try:  # torch tensors are accepted but never required
     import torch
@@ -408,31 +408,12 @@ class Hierarchy:
 
     @classmethod
     def _from_dict(cls, data: Mapping) -> "Hierarchy":
-        fmt = data.get("format", "hlp-ontology/1")
-        if fmt != "hlp-ontology/1":
-            raise MetricInputError(f"ontology: unknown dict format {fmt!r} (expected 'hlp-ontology/1')")
-        if "labels" not in data or "parents" not in data:
-            raise MetricInputError(
-                f"ontology dict needs 'labels' and 'parents' (as Ontology.to_dict() writes them); has {sorted(data)}"
-            )
-        labels, parents = list(data["labels"]), list(data["parents"])
-        if len(parents) != len(labels):
-            raise MetricInputError(f"ontology dict: {len(parents)} parent lists for {len(labels)} labels")
-        for child, row in enumerate(parents):
-            valid = not isinstance(row, (str, bytes)) and all(
-                isinstance(p, (int, np.integer)) and not isinstance(p, bool) and 0 <= p < len(labels) and p != child
-                for p in row
-            )
-            if not valid:
-                raise MetricInputError(
-                    f"ontology dict: parents of class {child} ({labels[child]!r}) must be class indices in "
-                    f"[0, {len(labels)}) other than {child}; got {row!r}"
-                )
         try:
-            descendant, ancestor = ancestor_pairs(unique_parent_array(parents))
-        except ValueError as err:
+            checked = check_ontology_dict(dict(data))
+        except (ValueError, TypeError) as err:
             raise MetricInputError(f"ontology dict: {err}") from None
-        return cls(len(labels), descendant, ancestor, np.unique(ancestor))
+        descendant, ancestor = ancestor_pairs(unique_parent_array(checked["parents"]))
+        return cls(len(checked["labels"]), descendant, ancestor, np.unique(ancestor))
 
 
 # ---------------------------------------------------------------------------- hierarchical mAP
