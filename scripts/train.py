@@ -249,13 +249,16 @@ def main(argv: Optional[List[str]] = None) -> dict:
         label_separator=args.label_separator,
     )
     train_manifest = read_manifest(args.train_manifest, ontology, split=args.train_split, **manifest_options)
+    # Sampling weights come from the original labels, so that runs with and without --hlp draw the
+    # same clips and differ only in their targets.
+    sampling_labels = train_manifest.labels
     if args.hlp:  # before mixup: a mix of propagated labels, not a propagated mix
         train_manifest = train_manifest.with_hlp(ontology)
     train_set = AudioClipDataset(
         train_manifest, sampling_rate=sampling_rate, clip_seconds=args.clip_seconds, random_crop=True, seed=args.seed
     )
     if args.balanced_sampler:
-        weights = class_balanced_weights(train_manifest.labels, len(ontology), offset=args.sampler_offset)
+        weights = class_balanced_weights(sampling_labels, len(ontology), offset=args.sampler_offset)
         sampler = ClassBalancedSampler(weights, args.epoch_size, replacement=args.sampler_replacement, seed=args.seed)
     else:
         sampler = ShuffleSampler(len(train_set), seed=args.seed)

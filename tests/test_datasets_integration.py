@@ -486,3 +486,15 @@ def test_map_on_all_splits_equals_propagate_labels(all_audioset, audioset_ontolo
     mapped = out.data.column("mapped").combine_chunks()
     assert mapped.equals(full.data.column("hlp_labels").combine_chunks())
     assert mapped.equals(propagate_labels(full.data.column("labels").combine_chunks(), audioset_ontology))
+
+
+def test_integer_rows_that_fit_both_readings_need_label_format():
+    # With two classes, [0, 1] is the multi-hot vector "p" or the class-index list "c and p".
+    two = Ontology.from_parents(["p", "c"], {"c": ["p"]})
+    ds = Dataset.from_dict({"y": [[0, 1], [1, 0]]})
+    with pytest.raises(HLPInputError, match="pass label_format='multi_hot' or 'indices'"):
+        ds.map(hlp_propagate(two, "y"), batched=True)
+    as_multi_hot = ds.map(hlp_propagate(two, "y", label_format="multi_hot"), batched=True)["y"]
+    assert as_multi_hot == [[1, 1], [1, 0]]  # c (index 1) raises p (index 0)
+    as_indices = ds.map(hlp_propagate(two, "y", label_format="indices"), batched=True)["y"]
+    assert as_indices == [[0, 1], [1, 0]]  # both classes already present

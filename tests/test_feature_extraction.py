@@ -191,6 +191,10 @@ def test_max_length_padding_and_truncation(extractor, sample_clips):
     torch.testing.assert_close(truncated["input_values"], expected)
     padded = extractor(audio[:16000], sampling_rate=32000, padding="max_length", max_length=32000, return_tensors="np")
     assert padded["input_values"].shape == (1, 128, 100)
+    # padding never cuts: a clip longer than max_length keeps its length unless truncation is asked for
+    longer = extractor(audio[:64000], sampling_rate=32000, padding="max_length", max_length=32000, return_tensors="np")
+    assert longer["input_values"].shape == (1, 128, 200)
+    np.testing.assert_allclose(longer["input_values"], extractor(audio[:64000], sampling_rate=32000, return_tensors="np")["input_values"])
 
 
 def test_no_padding_returns_one_array_per_clip(extractor, sample_clips):

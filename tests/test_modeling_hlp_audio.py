@@ -219,16 +219,18 @@ def test_loss_is_bce_against_propagated_targets(hlp_model, audioset_ontology):
     labels[0, int(audioset_ontology.edges[0, 0])] = 1.0  # a child whose parent is off
     with torch.no_grad():
         out = hlp_model(inputs, labels=labels)
+        raw_logits = hlp_model.backbone(inputs)  # the loss is on the logits before post-HLP
+        assert not torch.equal(raw_logits, out.logits)
         propagated = propagate_labels(labels, audioset_ontology)
         assert not torch.equal(propagated, labels)
-        expected = torch.nn.functional.binary_cross_entropy_with_logits(out.logits, propagated)
+        expected = torch.nn.functional.binary_cross_entropy_with_logits(raw_logits, propagated)
         assert torch.allclose(out.loss, expected, rtol=1e-6)
         hlp_model.config.hlp_targets = False
         try:
             plain = hlp_model(inputs, labels=labels).loss
         finally:
             hlp_model.config.hlp_targets = True
-        assert torch.allclose(plain, torch.nn.functional.binary_cross_entropy_with_logits(out.logits, labels), rtol=1e-6)
+        assert torch.allclose(plain, torch.nn.functional.binary_cross_entropy_with_logits(raw_logits, labels), rtol=1e-6)
         assert not torch.allclose(plain, out.loss)
         # boolean labels are accepted
         assert torch.allclose(hlp_model(inputs, labels=labels.bool()).loss, out.loss)

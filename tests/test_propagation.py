@@ -133,6 +133,9 @@ def test_arrow_list_arrays(small):
     assert isinstance(out, pa.ChunkedArray) and out.to_pylist() == expected
     with_nulls = pa.array([rows[0], None, rows[2]], pa.list_(pa.int32()))
     assert propagate_labels(with_nulls, small).to_pylist() == [expected[0], None, expected[2]]
+    # Arrow lets a null row own values in the child array: they are neither checked nor propagated
+    hidden = pa.ListArray.from_arrays(pa.array([0, 1, 2, 3], pa.int32()), pa.array([2, 99, 1], pa.int32()), mask=pa.array([False, True, False]))
+    assert propagate_labels(hidden, small).to_pylist() == [reference_sets([[2]], small)[0], None, reference_sets([[1]], small)[0]]
     empty = pa.array([], pa.list_(pa.int32()))
     assert propagate_labels(empty, small).to_pylist() == []
     assert propagate_labels(pa.array([[], []], pa.list_(pa.int32())), small).to_pylist() == [[], []]

@@ -13,7 +13,7 @@ PathLike = Union[str, Path]
 
 
 def save_and_verify(model, feature_extractor, card, out: PathLike, probe_shape: Sequence[int]):
-    """Save model, feature extractor and card to ``out``; reload and require identical logits.
+    """Save model, feature extractor and card (if any) to ``out``; reload and require identical logits.
 
     Returns the reloaded model (eval mode). ``probe_shape`` is the ``input_values`` shape of a
     random probe batch, e.g. ``(2, 128, 300)`` for the 32 kHz mel input.
@@ -24,7 +24,8 @@ def save_and_verify(model, feature_extractor, card, out: PathLike, probe_shape: 
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out)
     feature_extractor.save_pretrained(out)
-    card.save(out)
+    if card is not None:
+        card.save(out)
     reloaded = HLPAudioForAudioClassification.from_pretrained(out).eval()
     probe = torch.randn(*probe_shape, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
@@ -42,6 +43,6 @@ def print_top_tags(model, feature_extractor, paths: Sequence[PathLike], top_k: i
         features = feature_extractor(audio, sampling_rate=feature_extractor.sampling_rate, return_tensors="pt")
         with torch.no_grad():
             scores = torch.sigmoid(model(**features).logits[0])
-        top = torch.topk(scores, top_k)
-        listed = ", ".join(f"{model.config.id2label[int(i)]} {float(v):.3f}" for v, i in zip(top.values, top.indices))
+        top = torch.argsort(scores, descending=True, stable=True)[:top_k]  # ties in class order, as the pipeline
+        listed = ", ".join(f"{model.config.id2label[int(i)]} {float(scores[i]):.3f}" for i in top)
         print(f"  {Path(path).name}: {listed}")

@@ -168,7 +168,7 @@ class _LabelKernel:
             elif pa.types.is_fixed_size_list(list_type):
                 found = "multi_hot"
             else:
-                found = self._guess_integer_format(flat, lengths)
+                found = self._guess_integer_format(flat, lengths, self.num_classes)
         elif pa.types.is_boolean(value_type) or pa.types.is_floating(value_type):
             found = "multi_hot"
         else:
@@ -189,16 +189,23 @@ class _LabelKernel:
         return found
 
     @staticmethod
-    def _guess_integer_format(flat: pa.Array, lengths: np.ndarray) -> str:
+    def _guess_integer_format(flat: pa.Array, lengths: np.ndarray, num_classes: int) -> str:
         """Integer lists are class indices unless they can only be multi-hot vectors.
 
         A row of three or more values that are all 0 or 1 cannot be a list of distinct class
-        indices, so a batch whose values are all 0/1 with such a row is read as multi-hot.
+        indices, so a batch whose values are all 0/1 with such a row is read as multi-hot. With one
+        or two classes, 0/1 rows of length C fit both readings: ``label_format`` must then say which.
         """
-        if flat.null_count == 0 and len(flat) and lengths.max() > 2:
+        if flat.null_count == 0 and len(flat):
             extremes = pc.min_max(flat)
-            if extremes["min"].as_py() >= 0 and extremes["max"].as_py() <= 1:
+            binary = extremes["min"].as_py() >= 0 and extremes["max"].as_py() <= 1
+            if binary and lengths.max() > 2:
                 return "multi_hot"
+            if binary and num_classes <= 2 and (lengths == num_classes).all():
+                raise HLPInputError(
+                    f"integer rows of length {num_classes} holding only 0 and 1 can be multi-hot vectors or "
+                    "class indices for this ontology; pass label_format='multi_hot' or 'indices'"
+                )
         return "indices"
 
     # ------------------------------------------------------------------ the three representations
@@ -806,7 +813,14 @@ def load_audioset(
             {split: segments_to_dataset(segments[split], ontology, hlp=hlp, split=split) for split in splits}
         )
 
-    audio = {split: find_audio_files(segments[split].ytid, audio_dir, extensions=extensions) for split in splits}
+    # One walk of audio_dir for all splits, then cut the answer back into splits.
+    found = find_audio_files(
+        pa.concat_arrays([segments[split].ytid for split in splits]), audio_dir, extensions=extensions
+    )
+    audio, start = {}, 0
+    for split in splits:
+        audio[split] = found.slice(start, len(segments[split]))
+        start += len(segments[split])
     if sum(len(paths) - paths.null_count for paths in audio.values()) == 0 and sum(map(len, audio.values())):
         raise AudioMatchError(
             f"no audio file in {audio_dir} matches a clip of {splits}; files must be named "

@@ -11,6 +11,7 @@ from typing import List, Sequence, Union
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from .modeling.hierarchy_ops import AncestorMax
 from .ontology import Ontology
@@ -157,9 +158,14 @@ def _bitsets(ontology: Ontology) -> _Bitsets:
 def _propagate_arrow(array: Union[pa.ListArray, pa.LargeListArray], ontology: Ontology):
     if not (pa.types.is_integer(array.type.value_type)):
         raise HLPInputError(f"a list array of integer class indices is needed, got {array.type}")
-    offsets = array.offsets.to_numpy().astype(np.int64)
-    values_arrow = array.values.slice(offsets[0], offsets[-1] - offsets[0])
-    offsets = offsets - offsets[0]
+    if array.null_count:  # a null row may still own values in the child array: leave them out
+        lengths = pc.list_value_length(array).fill_null(0).to_numpy(zero_copy_only=False).astype(np.int64)
+        offsets = np.concatenate([[0], np.cumsum(lengths)])
+        values_arrow = array.flatten()
+    else:
+        offsets = array.offsets.to_numpy().astype(np.int64)
+        values_arrow = array.values.slice(offsets[0], offsets[-1] - offsets[0])
+        offsets = offsets - offsets[0]
     if values_arrow.null_count:
         raise HLPInputError("labels contain a null class index")
     values = values_arrow.to_numpy().astype(np.int64, copy=False)

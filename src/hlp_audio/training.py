@@ -28,6 +28,8 @@ Pieces:
 
 from __future__ import annotations
 
+import warnings
+
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -845,7 +847,8 @@ def build_model(
         if saved_ontology is None:
             raise ValueError(f"{model_name_or_path} has no ontology in its config; pass one")
         ontology = saved_ontology
-    new_head = saved_ontology != ontology
+    # A new output layer only when the classes differ (ids and order); names alone do not matter.
+    new_head = saved_ontology is None or saved_ontology.labels != ontology.labels
     config = HLPAudioConfig(
         ontology=ontology.to_dict(),
         post_hlp=post_hlp,
@@ -858,6 +861,10 @@ def build_model(
     )
     if new_head:
         _reset_output_layers(model.classifier, len(ontology))
+        warnings.warn(
+            f"{model_name_or_path}: its classes differ from the {len(ontology)} given ones; the output layer "
+            "was re-initialised (the rest of the model keeps its pre-trained weights)"
+        )
     return model, AutoFeatureExtractor.from_pretrained(model_name_or_path), ontology
 
 

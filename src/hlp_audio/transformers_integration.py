@@ -159,8 +159,8 @@ def convert_ast(
     """Convert a saved ``ASTForAudioClassification`` (folder or Hub id) into an HLP tagger folder.
 
     Writes the model (weights, config with the ontology, remote code) and the AST's own
-    ``ASTFeatureExtractor`` to ``output_dir``; returns its path. ``ontology`` defaults to AudioSet's
-    (:meth:`hlp_audio.Ontology.from_audioset`).
+    ``ASTFeatureExtractor`` to ``output_dir``, reloads it and checks the logits; returns its path.
+    ``ontology`` defaults to AudioSet's (:meth:`hlp_audio.Ontology.from_audioset`).
     """
     from transformers import ASTFeatureExtractor
 
@@ -182,7 +182,9 @@ def convert_ast(
         check_labels=check_labels,
         **from_pretrained_kwargs,
     )
+    from .conversion import save_and_verify
+
     output_dir = Path(output_dir)
-    model.save_pretrained(output_dir)
-    feature_extractor.save_pretrained(output_dir)
+    probe_shape = (2, feature_extractor.max_length, feature_extractor.num_mel_bins)
+    save_and_verify(model.eval(), feature_extractor, None, output_dir, probe_shape)
     return output_dir

@@ -400,11 +400,14 @@ class HLPAudioFeatureExtractor(SequenceFeatureExtractor):
                 features = [front_end(self._pad_to(clip, self.min_samples).to(target_device))[0] for clip in clips]
             stacked = torch.stack(features) if return_tensors is not None else None
         else:
-            length = max(clip.numel() for clip in clips) if padding == "longest" else max_length
+            # Padding never cuts: only ``truncation`` does (clips longer than max_length set the length).
+            length = max(clip.numel() for clip in clips)
+            if padding == "max_length":
+                length = max(length, max_length)
             length = max(length, self.min_samples)
             waveforms = torch.full((len(clips), length), float(self.padding_value), dtype=torch.float32)
             for row, clip in enumerate(clips):
-                waveforms[row, : clip.numel()] = clip[:length]
+                waveforms[row, : clip.numel()] = clip
             with torch.no_grad():
                 stacked = front_end(waveforms.to(target_device))
             features = list(stacked)

@@ -93,8 +93,8 @@ class HLPAudioForAudioClassification(HLPAudioPreTrainedModel):
     - ``logits`` (batch, num_labels): the backbone's logits, post-HLP'd when ``config.post_hlp`` is on
       (out-of-place and differentiable: gradients reach the maximal entry of each class's chain);
     - ``loss`` when ``labels`` (batch, num_labels multi-hot, or soft targets in [0, 1]) are given: binary
-      cross-entropy with logits, in float32, on the returned logits, against the labels propagated up the
-      hierarchy first when ``config.hlp_targets`` is on.
+      cross-entropy with logits, in float32, on the backbone's logits BEFORE post-HLP (post-HLP is an
+      inference step), against the labels propagated up the hierarchy first when ``config.hlp_targets`` is on.
 
     ``config.post_hlp`` is read at every call, so it can be switched on a loaded model.
     """
@@ -164,10 +164,11 @@ class HLPAudioForAudioClassification(HLPAudioPreTrainedModel):
         """
         if input_values is None:
             raise ValueError("input_values is required")
-        logits = self.backbone(input_values)
-        if self.config.post_hlp:
-            logits = self.propagate_logits(logits)
-        loss = self.compute_loss(logits, labels) if labels is not None else None
+        raw_logits = self.backbone(input_values)
+        logits = self.propagate_logits(raw_logits) if self.config.post_hlp else raw_logits
+        # Post-HLP is an inference-time step (as in the paper): the loss is taken on the raw logits, so
+        # training does not depend on post_hlp and every class gets its own gradient.
+        loss = self.compute_loss(raw_logits, labels) if labels is not None else None
         return_dict = return_dict if return_dict is not None else self.config.return_dict
         if not return_dict:
             return (loss, logits) if loss is not None else (logits,)
