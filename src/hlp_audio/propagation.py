@@ -127,6 +127,25 @@ def _propagate_python(labels: Sequence, ontology: Ontology) -> List:
     return result if nested else result[0]
 
 
+def list_offsets_and_values(array: Union[pa.ListArray, pa.LargeListArray]):
+    """``(offsets, values)`` of a list array of class indices as int64 numpy arrays, offsets from 0.
+
+    Handles sliced arrays, and null rows (given length 0: Arrow lets a null row own values in the
+    child array, which must be neither counted nor propagated). A null class index is an error.
+    """
+    if array.null_count:
+        lengths = pc.list_value_length(array).fill_null(0).to_numpy(zero_copy_only=False).astype(np.int64)
+        offsets = np.concatenate([[0], np.cumsum(lengths)])
+        values = array.flatten()
+    else:
+        offsets = array.offsets.to_numpy().astype(np.int64)
+        values = array.values.slice(offsets[0], offsets[-1] - offsets[0])
+        offsets = offsets - offsets[0]
+    if values.null_count:
+        raise HLPInputError("labels contain a null class index")
+    return offsets, values.to_numpy(zero_copy_only=False).astype(np.int64, copy=False)
+
+
 class _Bitsets:
     """Per-class ancestor and self bitsets over the receiving classes (the only ones that gain)."""
 
@@ -158,17 +177,7 @@ def _bitsets(ontology: Ontology) -> _Bitsets:
 def _propagate_arrow(array: Union[pa.ListArray, pa.LargeListArray], ontology: Ontology):
     if not (pa.types.is_integer(array.type.value_type)):
         raise HLPInputError(f"a list array of integer class indices is needed, got {array.type}")
-    if array.null_count:  # a null row may still own values in the child array: leave them out
-        lengths = pc.list_value_length(array).fill_null(0).to_numpy(zero_copy_only=False).astype(np.int64)
-        offsets = np.concatenate([[0], np.cumsum(lengths)])
-        values_arrow = array.flatten()
-    else:
-        offsets = array.offsets.to_numpy().astype(np.int64)
-        values_arrow = array.values.slice(offsets[0], offsets[-1] - offsets[0])
-        offsets = offsets - offsets[0]
-    if values_arrow.null_count:
-        raise HLPInputError("labels contain a null class index")
-    values = values_arrow.to_numpy().astype(np.int64, copy=False)
+    offsets, values = list_offsets_and_values(array)
     num_rows, num_classes = len(array), len(ontology)
     if values.size and (values.min() < 0 or values.max() >= num_classes):
         bad = int(np.flatnonzero((values < 0) | (values >= num_classes))[0])

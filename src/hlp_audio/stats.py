@@ -9,7 +9,7 @@ import pyarrow as pa
 
 from .audioset import Segments
 from .ontology import Ontology
-from .propagation import propagate_labels
+from .propagation import list_offsets_and_values, propagate_labels
 
 __all__ = ["ontology_stats", "split_stats", "compute_stats", "format_stats", "plot_growth"]
 
@@ -33,8 +33,8 @@ def split_stats(labels: pa.ListArray, ontology: Ontology) -> Dict[str, object]:
     before_counts = np.diff(labels.offsets.to_numpy())
     after_counts = np.diff(propagated.offsets.to_numpy())
     num_classes = len(ontology)
-    per_class_before = np.bincount(_flat_values(labels), minlength=num_classes)
-    per_class_after = np.bincount(_flat_values(propagated), minlength=num_classes)
+    per_class_before = np.bincount(list_offsets_and_values(labels)[1], minlength=num_classes)
+    per_class_after = np.bincount(list_offsets_and_values(propagated)[1], minlength=num_classes)
     labels_before = int(before_counts.sum())
     labels_after = int(after_counts.sum())
     changed = int(np.count_nonzero(after_counts > before_counts))
@@ -51,11 +51,6 @@ def split_stats(labels: pa.ListArray, ontology: Ontology) -> Dict[str, object]:
         "per_class_before": per_class_before.tolist(),
         "per_class_after": per_class_after.tolist(),
     }
-
-
-def _flat_values(array: pa.ListArray) -> np.ndarray:
-    offsets = array.offsets.to_numpy()
-    return array.values.slice(offsets[0], offsets[-1] - offsets[0]).to_numpy().astype(np.int64)
 
 
 def top_growth(ontology: Ontology, before: List[int], after: List[int], top: int) -> List[dict]:

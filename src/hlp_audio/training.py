@@ -41,7 +41,7 @@ import pyarrow.compute as pc
 import torch
 
 from .ontology import Ontology
-from .propagation import propagate_labels
+from .propagation import list_offsets_and_values, propagate_labels
 
 __all__ = [
     "ManifestError",
@@ -123,16 +123,9 @@ def _check_width(manifest: Manifest, ontology: Ontology) -> None:
         )
 
 
-def _flat_indices(labels: pa.ListArray) -> np.ndarray:
-    offsets = labels.offsets.to_numpy()
-    return labels.values.slice(offsets[0], offsets[-1] - offsets[0]).to_numpy(zero_copy_only=False)
-
-
 def multi_hot(labels: pa.ListArray, num_classes: int, dtype=np.float32) -> np.ndarray:
     """(N, C) multi-hot matrix of a list array of class indices (vectorised, no loop over rows)."""
-    offsets = labels.offsets.to_numpy().astype(np.int64)
-    offsets = offsets - offsets[0]
-    values = _flat_indices(labels).astype(np.int64)
+    offsets, values = list_offsets_and_values(labels)
     out = np.zeros((len(labels), num_classes), dtype=dtype)
     rows = np.repeat(np.arange(len(labels)), np.diff(offsets))
     out[rows, values] = 1
@@ -421,9 +414,7 @@ class AudioClipDataset(torch.utils.data.Dataset):
         self.audio = manifest.audio
         self.source = manifest.source
         self.num_classes = manifest.num_classes
-        offsets = manifest.labels.offsets.to_numpy().astype(np.int64)
-        self._label_offsets = offsets - offsets[0]
-        self._label_values = _flat_indices(manifest.labels).astype(np.int64)
+        self._label_offsets, self._label_values = list_offsets_and_values(manifest.labels)
         self.sampling_rate = int(sampling_rate)
         self.clip_samples = int(round(clip_seconds * sampling_rate))
         self.random_crop = random_crop
@@ -562,10 +553,9 @@ def class_balanced_weights(labels: pa.ListArray, num_classes: int, offset: float
     """
     if offset < 0:
         raise ValueError(f"offset must be >= 0, got {offset}")
-    values = _flat_indices(labels).astype(np.int64)
+    offsets, values = list_offsets_and_values(labels)
     counts = np.bincount(values, minlength=num_classes).astype(np.float64)
     per_class = 1000.0 / (offset + counts)
-    offsets = labels.offsets.to_numpy().astype(np.int64)
     rows = np.repeat(np.arange(len(labels)), np.diff(offsets))
     return np.bincount(rows, weights=per_class[values], minlength=len(labels))
 
