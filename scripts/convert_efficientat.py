@@ -100,7 +100,17 @@ def _model_card(model, extractor, *, name: str, width_mult: float, checkpoint: P
         backbone=f"EfficientAT MobileNetV3 {name} (width x{width_mult:g}, {num_parameters:,} parameters)",
         repo_id=repo_id or model_name,
         # The mAP published by EfficientAT for these weights (original labels, no post-processing).
-        results=[MAPResult("AS-Base", post_hlp=False, value=published_map)] if published_map else [],
+        results=[
+            MAPResult(
+                "AS-Base",
+                post_hlp=False,
+                value=published_map,
+                source_name="EfficientAT (published, not re-measured here)",
+                source_url="https://github.com/fschmid56/EfficientAT",
+            )
+        ]
+        if published_map
+        else [],
         hlp_targets=False,  # the card describes these weights: EfficientAT trained them on the original labels
         training={
             "origin": f"EfficientAT (github.com/fschmid56/EfficientAT, MIT) AudioSet checkpoint `{checkpoint.name}`, "

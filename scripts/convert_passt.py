@@ -209,7 +209,17 @@ def _model_card(model, extractor, *, name: str, checkpoint: Path, repo_id: str |
         f"{num_parameters:,} parameters)",
         repo_id=repo_id or model_name,
         # The mAP in the release file name (original labels, no post-processing).
-        results=[MAPResult("AS-Base", post_hlp=False, value=audioset_map)] if audioset_map else [],
+        results=[
+            MAPResult(
+                "AS-Base",
+                post_hlp=False,
+                value=audioset_map,
+                source_name="PaSST release file name (published, not re-measured here)",
+                source_url="https://github.com/kkoutini/PaSST",
+            )
+        ]
+        if audioset_map
+        else [],
         hlp_targets=False,  # the card describes these weights: PaSST trained them on the original labels
         training={
             "origin": f"PaSST (github.com/kkoutini/PaSST, Apache-2.0) AudioSet checkpoint `{checkpoint.name}` "

@@ -316,6 +316,10 @@ def test_converted_folder_contents(converted, audioset_ontology):
     assert card.startswith("---\n") and "pipeline_tag: audio-classification" in card
     assert "EfficientAT MobileNetV3 mn04 (width x0.4, 983,599 parameters)" in card
     assert "| AS-Base | off | 0.4320 |" in card  # EfficientAT's published mAP of these weights
+    from huggingface_hub import ModelCard
+
+    (result,) = ModelCard(card).data.eval_results
+    assert result.metric_value == 0.432 and result.source_name.startswith("EfficientAT (published, not re-measured")
     assert 'model="someone/efficientat-mn04-hlp"' in card and "mn04_as_mAP_432.pt" in card
     assert "Post-HLP is **on**" in card and "were not propagated" in card  # EfficientAT trained on original labels
     assert "380 unique child-to-parent edges, and 109 classes" in card

@@ -36,6 +36,10 @@ class MAPResult:
     post_hlp: bool
     value: float
     split: str = "eval"
+    #: where the figure comes from when it was not measured on this artifact (e.g. the original
+    #: release's published mAP): written to the model-index as the result's source
+    source_name: Optional[str] = None
+    source_url: Optional[str] = None
 
     def __post_init__(self):
         if self.labels not in LABEL_SETS:
@@ -124,6 +128,8 @@ class HLPModelCard:
                     metric_name=f"mAP (post-HLP {'on' if result.post_hlp else 'off'})",
                     metric_config="post-hlp" if result.post_hlp else "no-post-hlp",
                     metric_value=result.value,
+                    source_name=result.source_name,
+                    source_url=result.source_url,
                 )
             )
         return ModelCardData(
