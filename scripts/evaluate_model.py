@@ -33,15 +33,14 @@ __all__ = ["main", "markdown_table", "plot_ap_change"]
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from hlp_audio.training import add_manifest_arguments
+
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("model", metavar="MODEL", help="saved HLP tagger folder")
     parser.add_argument("manifest", metavar="MANIFEST", help="CSV / TSV / parquet file or saved datasets folder")
     parser.add_argument("--out", metavar="DIR", help="folder for metrics.json, metrics.md and ap_change.png")
     parser.add_argument("--split", help="split of a saved DatasetDict")
-    parser.add_argument("--audio-column", default="audio")
-    parser.add_argument("--labels-column", default="labels")
-    parser.add_argument("--audio-root", help="folder that relative audio paths are relative to (default: the manifest's)")
-    parser.add_argument("--label-separator", default=",")
+    add_manifest_arguments(parser)
     parser.add_argument("--clip-seconds", type=float, default=10.0, help="clips are cut or zero-padded to this length")
     parser.add_argument("--batch-size", type=int, default=32, help="per device")
     parser.add_argument("--num-workers", type=int, default=4)
@@ -116,7 +115,7 @@ def main(argv: Optional[List[str]] = None) -> dict:
 
     from hlp_audio import Ontology
     from hlp_audio.modeling.modeling_hlp_audio import HLPAudioForAudioClassification
-    from hlp_audio.training import AudioClipDataset, build_front_end, evaluation_metrics, predict, read_manifest
+    from hlp_audio.training import AudioClipDataset, build_front_end, evaluation_metrics, manifest_options, predict, read_manifest
     from hlp_audio.transformers_integration import register_with_transformers
 
     register_with_transformers()
@@ -130,10 +129,7 @@ def main(argv: Optional[List[str]] = None) -> dict:
         args.manifest,
         ontology,
         split=args.split,
-        audio_column=args.audio_column,
-        labels_column=args.labels_column,
-        audio_root=args.audio_root,
-        label_separator=args.label_separator,
+        **manifest_options(args),
     )
     dataset = AudioClipDataset(manifest, sampling_rate=feature_extractor.sampling_rate, clip_seconds=args.clip_seconds)
     loader = torch.utils.data.DataLoader(

@@ -31,6 +31,8 @@ import torch
 from hlp_audio import Ontology
 from hlp_audio.metrics import RESULT_KEYS
 from hlp_audio.training import (
+    add_manifest_arguments,
+    manifest_options,
     FEATURE_AXES,
     AudioClipDataset,
     ClassBalancedSampler,
@@ -76,10 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument("--eval-manifest", help="the same for evaluation clips (evaluated after every epoch)")
     data.add_argument("--train-split", help="split of a saved DatasetDict for training")
     data.add_argument("--eval-split", help="split of a saved DatasetDict for evaluation")
-    data.add_argument("--audio-column", default="audio")
-    data.add_argument("--labels-column", default="labels")
-    data.add_argument("--audio-root", help="folder that relative audio paths are relative to (default: the manifest's folder)")
-    data.add_argument("--label-separator", default=",", help="separator of labels in a CSV cell")
+    add_manifest_arguments(data)
     data.add_argument(
         "--ontology",
         help="'audioset' or an Ontology JSON file (Ontology.to_json); default: the checkpoint's, else AudioSet",
@@ -242,13 +241,8 @@ def main(argv: Optional[List[str]] = None) -> dict:
     if args.freeze_body:
         model.freeze_backbone()
     sampling_rate = int(feature_extractor.sampling_rate)
-    manifest_options = dict(
-        audio_column=args.audio_column,
-        labels_column=args.labels_column,
-        audio_root=args.audio_root,
-        label_separator=args.label_separator,
-    )
-    train_manifest = read_manifest(args.train_manifest, ontology, split=args.train_split, **manifest_options)
+    manifest_kwargs = manifest_options(args)
+    train_manifest = read_manifest(args.train_manifest, ontology, split=args.train_split, **manifest_kwargs)
     # Sampling weights come from the original labels, so that runs with and without --hlp draw the
     # same clips and differ only in their targets.
     sampling_labels = train_manifest.labels
@@ -266,7 +260,7 @@ def main(argv: Optional[List[str]] = None) -> dict:
     train_loader = torch.utils.data.DataLoader(train_set, batch_size=args.batch_size, sampler=sampler, drop_last=True, **loader_options)
     eval_loader = None
     if args.eval_manifest:
-        eval_manifest = read_manifest(args.eval_manifest, ontology, split=args.eval_split, **manifest_options)
+        eval_manifest = read_manifest(args.eval_manifest, ontology, split=args.eval_split, **manifest_kwargs)
         eval_set = AudioClipDataset(eval_manifest, sampling_rate=sampling_rate, clip_seconds=args.eval_clip_seconds)
         eval_loader = torch.utils.data.DataLoader(eval_set, batch_size=args.eval_batch_size, shuffle=False, **loader_options)
     if len(train_loader) == 0:

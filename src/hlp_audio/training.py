@@ -47,6 +47,8 @@ __all__ = [
     "ManifestError",
     "Manifest",
     "read_manifest",
+    "add_manifest_arguments",
+    "manifest_options",
     "multi_hot",
     "AudioClipDataset",
     "crop_or_pad",
@@ -130,6 +132,23 @@ def multi_hot(labels: pa.ListArray, num_classes: int, dtype=np.float32) -> np.nd
     rows = np.repeat(np.arange(len(labels)), np.diff(offsets))
     out[rows, values] = 1
     return out
+
+
+#: keyword arguments of :func:`read_manifest` that the scripts take from the command line
+MANIFEST_OPTIONS = ("audio_column", "labels_column", "audio_root", "label_separator")
+
+
+def add_manifest_arguments(parser) -> None:
+    """The manifest-column flags shared by ``scripts/train.py`` and ``scripts/evaluate_model.py``."""
+    parser.add_argument("--audio-column", default="audio", help="column of audio file paths")
+    parser.add_argument("--labels-column", default="labels", help="column of labels (mids, names or class indices)")
+    parser.add_argument("--audio-root", help="folder that relative audio paths are relative to (default: the manifest's folder)")
+    parser.add_argument("--label-separator", default=",", help="separator of labels in a CSV cell")
+
+
+def manifest_options(args) -> dict:
+    """The :func:`read_manifest` keyword arguments parsed by :func:`add_manifest_arguments`."""
+    return {name: getattr(args, name) for name in MANIFEST_OPTIONS}
 
 
 def read_manifest(
