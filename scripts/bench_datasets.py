@@ -72,7 +72,7 @@ def main(argv=None) -> int:
     import datasets
 
     from hlp_audio import Ontology
-    from hlp_audio.datasets_integration import hlp_propagate, load_audioset
+    from hlp_audio import hlp_propagate, load_audioset
 
     datasets.disable_progress_bars()
     print(f"Running on {where}, pyarrow threads: {pa.cpu_count()}; datasets {datasets.__version__}")

@@ -27,12 +27,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from hlp_audio.modeling.feature_extraction_hlp_audio import HLPAudioFeatureExtractor
-from hlp_audio.modeling.modeling_efficientat import (
-    EfficientATBackbone,
-    convert_original_state_dict,
-    default_efficientat_config,
-)
+from hlp_audio import HLPAudioFeatureExtractor
+from hlp_audio.conversion.from_efficientat import convert_original_state_dict
+from hlp_audio.modeling.modeling_efficientat import EfficientATBackbone
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SAMPLES = REPO_ROOT.parent / "shared" / "data" / "models" / "efficientat_mn04_as" / "sample_audio"
@@ -71,7 +68,7 @@ def rates(fns, items, rounds: int = 3, warmup: int = 2):
 
 
 def build_mn04(checkpoint: Path | None) -> EfficientATBackbone:
-    model = EfficientATBackbone(default_efficientat_config("mn04"), num_labels=527)
+    model = EfficientATBackbone(EfficientATBackbone.default_config("mn04"), num_labels=527)
     if checkpoint is not None:
         original = torch.load(checkpoint, map_location="cpu", weights_only=True)
         model.load_state_dict(convert_original_state_dict(original, model), strict=True)

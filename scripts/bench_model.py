@@ -18,10 +18,8 @@ from pathlib import Path
 
 import torch
 
-from hlp_audio import Ontology
-from hlp_audio.modeling.configuration_hlp_audio import HLPAudioConfig
-from hlp_audio.modeling.modeling_ast_backbone import default_ast_config
-from hlp_audio.modeling.modeling_hlp_audio import HLPAudioForAudioClassification
+from hlp_audio import HLPAudioConfig, HLPAudioForAudioClassification, Ontology
+from hlp_audio.modeling.modeling_ast_backbone import ASTBackbone
 
 
 def _audioset_dir(explicit):
@@ -49,7 +47,7 @@ def main() -> None:
 
     torch.manual_seed(0)
     ontology = Ontology.from_audioset(audioset_dir=_audioset_dir(args.audioset_dir))
-    backbone_config = default_ast_config("base")
+    backbone_config = ASTBackbone.default_config("base").to_dict()
     config = HLPAudioConfig(ontology=ontology.to_dict(), backbone_type="ast", backbone_config=backbone_config)
     model = HLPAudioForAudioClassification(config).eval()
     inputs = torch.randn(args.batch_size, backbone_config["max_length"], backbone_config["num_mel_bins"])

@@ -27,11 +27,9 @@ from __future__ import annotations
 import argparse
 import contextlib
 import gc
-import importlib
 import io
 import sys
 import time
-import types
 import warnings
 from dataclasses import dataclass
 from typing import Callable
@@ -43,38 +41,6 @@ NUM_CLASSES = 527
 PASST_FRAMES_PER_SECOND = 100
 AST_FRAMES_PER_SECOND = 102.4
 PASST_S_PATCHOUT = {"s_patchout_t": 40, "s_patchout_f": 4}  # on the 12 x 99 grid of a 10 s clip
-
-
-def import_hear21passt():
-    """``hear21passt.models.passt``, importable without a working timm.
-
-    hear21passt 0.0.26 imports ``timm.models._hub.download_cached_file`` only to download pretrained weights, and
-    timm itself needs torchvision, which is not installed here. For the import, a stand-in ``timm`` whose download
-    function refuses to run replaces any real one; ``sys.modules`` is restored right after.
-    """
-    cached = sys.modules.get("hear21passt.models.passt")
-    if cached is not None:
-        return cached
-
-    def download_cached_file(*args, **kwargs):
-        raise RuntimeError("timm stand-in: downloads are disabled (build models with pretrained=False)")
-
-    hub = types.ModuleType("timm.models._hub")
-    hub.download_cached_file = download_cached_file
-    models = types.ModuleType("timm.models")
-    models._hub = hub
-    timm = types.ModuleType("timm")
-    timm.models = models
-    stand_ins = {"timm": timm, "timm.models": models, "timm.models._hub": hub}
-    previous = {name: sys.modules[name] for name in stand_ins if name in sys.modules}
-    sys.modules.update(stand_ins)
-    try:
-        with contextlib.redirect_stdout(io.StringIO()):
-            return importlib.import_module("hear21passt.models.passt")
-    finally:
-        for name in stand_ins:
-            sys.modules.pop(name, None)
-        sys.modules.update(previous)
 
 
 @dataclass
@@ -149,7 +115,8 @@ def _time_training(
 def run(args: argparse.Namespace) -> list[Result]:
     from transformers import ASTConfig, ASTForAudioClassification
 
-    from hlp_audio.modeling.modeling_passt import PaSSTBackbone, default_passt_config
+    from hlp_audio.conversion.from_passt import import_hear21passt
+    from hlp_audio.modeling.modeling_passt import PaSSTBackbone
 
     device = torch.device(args.device)
     cuda = device.type == "cuda"
@@ -200,9 +167,9 @@ def run(args: argparse.Namespace) -> list[Result]:
         )
 
     for name, settings in (("ours PaSST-S, patchout", patchout), ("ours PaSST-S, no patchout", None)):
-        config = default_passt_config("s")
-        config.update(settings or {"s_patchout_t": 0, "s_patchout_f": 0, "u_patchout": 0})
-        config["max_length"] = max(config["max_length"], passt_frames)
+        config = PaSSTBackbone.default_config("s")
+        config = config.replace(**(settings or {"s_patchout_t": 0, "s_patchout_f": 0, "u_patchout": 0}))
+        config = config.replace(max_length=max(config.max_length, passt_frames))
         results.append(
             _time_training(
                 name, lambda config=config: PaSSTBackbone(config, NUM_CLASSES), passt_input,

@@ -84,14 +84,14 @@ class StepTimer:
 def build_models(ast_size: dict, ontology, device):
     from transformers import ASTConfig, ASTForAudioClassification
 
-    from hlp_audio.modeling.modeling_hlp_audio import HLPAudioForAudioClassification
+    from hlp_audio.conversion import hlp_tagger_from_ast
 
     torch.manual_seed(0)
     config = ASTConfig(**ast_size, num_labels=len(ontology), problem_type="multi_label_classification",
                        id2label=dict(enumerate(ontology.names)), label2id={n: i for i, n in enumerate(ontology.names)})
     reference = ASTForAudioClassification(config)
     # the same weights, copied under ``backbone.``
-    hlp = HLPAudioForAudioClassification.from_ast(reference, ontology, post_hlp=True, hlp_targets=True, check_labels=False)
+    hlp = hlp_tagger_from_ast(reference, ontology, post_hlp=True, hlp_targets=True, check_labels=False)
     return reference, hlp
 
 
@@ -140,8 +140,9 @@ def main(argv=None) -> int:
     from transformers import ASTFeatureExtractor
 
     from hlp_audio import Ontology
-    from hlp_audio.modeling.modeling_ast_backbone import AST_SIZES
-    from hlp_audio.training import AudioClipDataset, KaldiFbankFrontEnd, ShuffleSampler, read_manifest
+    from hlp_audio.modeling.front_ends import KaldiFbankFrontEnd
+    from hlp_audio.modeling.modeling_ast_backbone import ASTBackbone
+    from hlp_audio.training import AudioClipDataset, ShuffleSampler, read_manifest
 
     device = torch.device(args.device)
     on_gpu = device.type == "cuda"
@@ -149,7 +150,7 @@ def main(argv=None) -> int:
     steps = args.steps or (10 if on_gpu else 2)
     precision = args.precision or ("bf16" if on_gpu else "fp32")
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": None}[precision]
-    ast_size = AST_SIZES["base"] if on_gpu else CPU_AST
+    ast_size = ASTBackbone.default_config("base").to_dict() if on_gpu else CPU_AST
     if on_gpu:
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True

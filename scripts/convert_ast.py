@@ -32,7 +32,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = parser.parse_args(argv)
 
     from hlp_audio import Ontology
-    from hlp_audio.transformers_integration import convert_ast
+    from hlp_audio.conversion import convert_ast
 
     if args.ontology:
         ontology = Ontology.from_json(args.ontology)

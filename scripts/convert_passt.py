@@ -6,326 +6,33 @@ Usage::
     python scripts/convert_passt.py passt-s-f128-p16-s10-ap.476-swa.pt --out passt-s-hlp
     python scripts/convert_passt.py passt-s-f128-p16-s16-ap.468.pt --out passt-s16-hlp --variant passt-s-f128-p16-s16
 
-The output folder holds an ``HLPAudioForAudioClassification`` (backbone_type ``"passt"``) with the AudioSet
-ontology in its config, and the ``HLPAudioFeatureExtractor`` config of PaSST's front end (32 kHz, 128 mel
-bands, n_fft 1024, window 800, hop 320). It loads with ``from_pretrained`` and ``pipeline("audio-classification")``.
-
-The key mapping is a pure renaming (shapes are the same); PaSST's ``head_dist`` is dropped because PaSST's own
-``forward`` never uses it (logits come from ``head`` applied to the mean of the class and distillation tokens).
+See :mod:`hlp_audio.conversion.from_passt`.
 """
 
-from __future__ import annotations
-
 import argparse
-import re
 import sys
-from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
 
-import torch
-
-from hlp_audio.conversion import print_top_tags, save_and_verify
-__all__ = [
-    "PaSSTCheckpointError",
-    "published_map",
-    "convert",
-    "convert_passt_state_dict",
-    "load_passt_checkpoint",
-    "main",
-    "passt_config_from_state_dict",
-    "unwrap_passt_state_dict",
-]
-
-# Original PaSST key (regex, anchored) -> backbone key. \1 is the block index.
-_KEY_RULES: tuple[tuple[str, str], ...] = (
-    (r"patch_embed\.proj\.(weight|bias)", r"embeddings.patch_embeddings.\1"),
-    (r"cls_token", "embeddings.cls_token"),
-    (r"dist_token", "embeddings.distillation_token"),
-    (r"new_pos_embed", "embeddings.token_position_embeddings"),
-    (r"freq_new_pos_embed", "embeddings.frequency_position_embeddings"),
-    (r"time_new_pos_embed", "embeddings.time_position_embeddings"),
-    (r"blocks\.(\d+)\.norm1\.(weight|bias)", r"layers.\1.layernorm_before.\2"),
-    (r"blocks\.(\d+)\.attn\.qkv\.(weight|bias)", r"layers.\1.attention.qkv.\2"),
-    (r"blocks\.(\d+)\.attn\.proj\.(weight|bias)", r"layers.\1.attention.output.\2"),
-    (r"blocks\.(\d+)\.norm2\.(weight|bias)", r"layers.\1.layernorm_after.\2"),
-    (r"blocks\.(\d+)\.mlp\.fc([12])\.(weight|bias)", r"layers.\1.mlp.fc\2.\3"),
-    (r"norm\.(weight|bias)", r"layernorm.\1"),
-    (r"head\.0\.(weight|bias)", r"classifier.layernorm.\1"),
-    (r"head\.1\.(weight|bias)", r"classifier.dense.\1"),
-)
-_UNUSED_KEYS = re.compile(r"head_dist\.(weight|bias)")
-# Prefixes that training frameworks put in front of the network's keys (lightning "net.", DDP "module.").
-_WRAPPER_PREFIXES = ("net.", "module.")
+from hlp_audio.conversion import convert_passt
+from hlp_audio.conversion.common import add_converter_arguments, push_if_asked
 
 
-class PaSSTCheckpointError(ValueError):
-    """A checkpoint does not have the PaSST layout; the message names the file and key at fault."""
-
-
-def _rename(key: str) -> str | None:
-    for pattern, replacement in _KEY_RULES:
-        if re.fullmatch(pattern, key):
-            return re.sub(pattern, replacement, key)
-    return None
-
-
-def unwrap_passt_state_dict(checkpoint: Mapping[str, Any], source: str = "checkpoint") -> dict[str, torch.Tensor]:
-    """Return the bare PaSST state dict from a loaded checkpoint.
-
-    Accepts a plain state dict (the release ``.pt`` files), ``{"model": ...}`` / ``{"state_dict": ...}`` wrappers,
-    and keys prefixed by ``net.`` or ``module.``.
-    """
-    for wrapper_key in ("state_dict", "model"):
-        if wrapper_key in checkpoint and isinstance(checkpoint[wrapper_key], Mapping):
-            checkpoint = checkpoint[wrapper_key]
-    state_dict = dict(checkpoint)
-    for prefix in _WRAPPER_PREFIXES:
-        if state_dict and all(key.startswith(prefix) for key in state_dict):
-            state_dict = {key[len(prefix) :]: value for key, value in state_dict.items()}
-    if "time_new_pos_embed" not in state_dict:
-        raise PaSSTCheckpointError(
-            f"{source}: no 'time_new_pos_embed' key; this is not a PaSST checkpoint "
-            f"(first keys: {sorted(state_dict)[:5]})"
-        )
-    return state_dict
-
-
-def convert_passt_state_dict(
-    state_dict: Mapping[str, torch.Tensor], source: str = "checkpoint"
-) -> dict[str, torch.Tensor]:
-    """Rename a PaSST state dict to ``PaSSTBackbone`` keys (without the wrapper's ``backbone.`` prefix).
-
-    Raises:
-        PaSSTCheckpointError: on a key that PaSST-S does not have (e.g. ImageNet ``pos_embed`` or a
-            ``pre_logits`` layer), or on a patch embedding that is not a convolution weight.
-    """
-    converted: dict[str, torch.Tensor] = {}
-    for key, value in state_dict.items():
-        if _UNUSED_KEYS.fullmatch(key):
-            continue
-        new_key = _rename(key)
-        if new_key is None:
-            raise PaSSTCheckpointError(f"{source}: unexpected key {key!r} (shape {tuple(value.shape)}) for PaSST")
-        converted[new_key] = value
-    weight = converted.get("embeddings.patch_embeddings.weight")
-    if weight is None or weight.ndim != 4:
-        shape = None if weight is None else tuple(weight.shape)
-        raise PaSSTCheckpointError(f"{source}: 'patch_embed.proj.weight' must be a 4-d conv weight, got shape {shape}")
-    return converted
-
-
-def passt_config_from_state_dict(
-    state_dict: Mapping[str, torch.Tensor],
-    base_config: Mapping[str, Any] | None = None,
-    *,
-    num_attention_heads: int | None = None,
-    source: str = "checkpoint",
-) -> dict[str, Any]:
-    """Backbone config matching a converted (``convert_passt_state_dict``) state dict.
-
-    Sizes readable from shapes (hidden size, depth, MLP width, patch size, positional grid) are taken from the
-    weights. Strides and the training length are not: they come from ``base_config``, or, when it is None, from
-    the public variant of :data:`PASST_SIZES` whose positional grid matches. The number of heads cannot be read
-    from the weights either; it defaults to ``hidden_size // 64`` (every public PaSST model has 64-dim heads).
-    """
-    from hlp_audio.modeling.modeling_passt import PASST_SIZES, passt_grid_size
-
-    try:
-        hidden = state_dict["embeddings.cls_token"].shape[-1]
-        grid = tuple(state_dict["embeddings.frequency_position_embeddings"].shape[2:3]) + tuple(
-            state_dict["embeddings.time_position_embeddings"].shape[3:4]
-        )
-        patch_size = state_dict["embeddings.patch_embeddings.weight"].shape[-1]
-        intermediate = state_dict["layers.0.mlp.fc1.weight"].shape[0]
-    except KeyError as error:
-        raise PaSSTCheckpointError(f"{source}: missing PaSST tensor {error.args[0]!r}") from None
-    depth = 1 + max(int(key.split(".")[1]) for key in state_dict if key.startswith("layers."))
-
-    if base_config is None:
-        matches = [
-            name
-            for name, config in PASST_SIZES.items()
-            if name.startswith("passt-") and passt_grid_size(config) == grid
-        ]
-        if len(matches) != 1:
-            raise PaSSTCheckpointError(
-                f"{source}: positional grid {grid} (frequency x time) matches PaSST variants {matches}; "
-                f"pass --variant with one of {sorted(n for n in PASST_SIZES if n.startswith('passt-'))}"
-            )
-        base_config = PASST_SIZES[matches[0]]
-    config = dict(base_config)
-    heads = num_attention_heads or (config["num_attention_heads"] if config["hidden_size"] == hidden else hidden // 64)
-    config.update(
-        hidden_size=hidden,
-        num_hidden_layers=depth,
-        num_attention_heads=heads,
-        intermediate_size=intermediate,
-        patch_size=patch_size,
-    )
-    if passt_grid_size(config) != grid:
-        raise PaSSTCheckpointError(
-            f"{source}: positional grid {grid} does not match the config's {passt_grid_size(config)} "
-            f"(frequency_stride={config['frequency_stride']}, time_stride={config['time_stride']}, "
-            f"max_length={config['max_length']})"
-        )
-    return config
-
-
-def load_passt_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
-    """Load a PaSST checkpoint file (tensors only, ``weights_only=True``) and return its bare state dict."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"PaSST checkpoint {path} does not exist")
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # torch raises several unrelated types for corrupt or non-torch files
-        raise PaSSTCheckpointError(f"{path}: cannot be read as a torch checkpoint ({error})") from error
-    if not isinstance(checkpoint, Mapping):
-        raise PaSSTCheckpointError(f"{path}: expected a state dict, got {type(checkpoint).__name__}")
-    return unwrap_passt_state_dict(checkpoint, source=str(path))
-
-
-def published_map(checkpoint: Path) -> float | None:
-    """The AudioSet mAP that PaSST's release names put in the file name (``...-ap.476-swa.pt`` -> 0.476)."""
-    match = re.search(r"ap\.?(\d{2,4})", checkpoint.name)
-    return float(f"0.{match.group(1)}") if match else None
-
-
-def _model_card(model, extractor, *, name: str, checkpoint: Path, repo_id: str | None):
-    """The model card (``hlp_audio.model_card.HLPModelCard`` on ``hub_cards/model_card.md``)."""
-    from hlp_audio.model_card import HLPModelCard, MAPResult
-
-    config = model.config.backbone_config
-    model_name = f"{name}-as-hlp"
-    num_parameters = sum(parameter.numel() for parameter in model.parameters())
-    audioset_map = published_map(checkpoint)
-    patchout = ", ".join(f"{key}={config[key]}" for key in ("s_patchout_t", "s_patchout_f", "u_patchout"))
-    return HLPModelCard.from_model(
-        model,
-        model_name,
-        feature_extractor=extractor,
-        backbone=f"PaSST {name} (patch {config['patch_size']}, stride {config['frequency_stride']}, "
-        f"{num_parameters:,} parameters)",
-        repo_id=repo_id or model_name,
-        # The mAP in the release file name (original labels, no post-processing).
-        results=[
-            MAPResult(
-                "AS-Base",
-                post_hlp=False,
-                value=audioset_map,
-                source_name="PaSST release file name (published, not re-measured here)",
-                source_url="https://github.com/kkoutini/PaSST",
-            )
-        ]
-        if audioset_map
-        else [],
-        hlp_targets=False,  # the card describes these weights: PaSST trained them on the original labels
-        training={
-            "origin": f"PaSST (github.com/kkoutini/PaSST, Apache-2.0) AudioSet checkpoint `{checkpoint.name}` "
-            "(Koutini, Schlüter, Eghbal-zadeh, Widmer, Interspeech 2022)",
-            "conversion": "hlp-audio scripts/convert_passt.py (weights unchanged, keys renamed; head_dist dropped, "
-            "as PaSST's forward never uses it)",
-            "patchout for fine-tuning (training mode only)": patchout,
-            "evaluation": "AudioSet mAP from the release file name" if audioset_map else "none",
-        },
-        license="apache-2.0",
-    )
-
-
-def convert(
-    checkpoint: str | Path,
-    out: str | Path,
-    *,
-    variant: str | None = None,
-    num_attention_heads: int | None = None,
-    post_hlp: bool = True,
-    audioset_dir: str | Path | None = None,
-    check_files: Sequence[str | Path] = (),
-    top_k: int = 3,
-    repo_id: str | None = None,
-) -> Path:
-    """Convert the PaSST ``checkpoint`` and save the model folder to ``out``; returns ``out``.
-
-    The saved folder is reloaded and must reproduce the converted logits exactly. ``repo_id`` is the Hub id written
-    in the card's usage example (default: the model name).
-    """
-    from hlp_audio import Ontology
-    from hlp_audio.modeling.configuration_hlp_audio import HLPAudioConfig
-    from hlp_audio.modeling.feature_extraction_hlp_audio import HLPAudioFeatureExtractor
-    from hlp_audio.modeling.modeling_hlp_audio import HLPAudioForAudioClassification
-    from hlp_audio.modeling.modeling_passt import default_passt_config
-
-    checkpoint, out = Path(checkpoint), Path(out)
-    source = str(checkpoint)
-    state_dict = convert_passt_state_dict(load_passt_checkpoint(checkpoint), source=source)
-    base = default_passt_config(variant) if variant else None
-    backbone_config = passt_config_from_state_dict(
-        state_dict, base, num_attention_heads=num_attention_heads, source=source
-    )
-    ontology = Ontology.from_audioset(audioset_dir=audioset_dir)
-    num_outputs = state_dict["classifier.dense.weight"].shape[0]
-    if num_outputs != len(ontology):
-        raise PaSSTCheckpointError(
-            f"{source}: 'head.1.weight' has {num_outputs} outputs but the AudioSet ontology has {len(ontology)} classes"
-        )
-    config = HLPAudioConfig(
-        ontology=ontology.to_dict(), post_hlp=post_hlp, backbone_type="passt", backbone_config=backbone_config
-    )
-    model = HLPAudioForAudioClassification(config).eval()
-    model.backbone.load_state_dict(state_dict, strict=True)
-
-    extractor = HLPAudioFeatureExtractor()  # its defaults are PaSST's front end
-    name = variant or _variant_name(backbone_config)
-    card = _model_card(model, extractor, name=name, checkpoint=checkpoint, repo_id=repo_id)
-    reloaded = save_and_verify(model, extractor, card, out, probe_shape=(2, backbone_config["num_mel_bins"], 300))
-    print(f"saved {card.backbone}, post_hlp={post_hlp}, to {out}")
-    if check_files:
-        print_top_tags(reloaded, extractor, check_files, top_k)
-    return out
-
-
-def _variant_name(config: Mapping[str, Any]) -> str:
-    from hlp_audio.modeling.modeling_passt import PASST_SIZES
-
-    for name, candidate in PASST_SIZES.items():
-        if name.startswith("passt-") and all(candidate[key] == config[key] for key in candidate):
-            return name
-    return "passt-custom"
-
-
-def main(argv: list[str] | None = None, *, api: Any = None) -> int:
+def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("checkpoint", type=Path, help="PaSST .pt checkpoint, e.g. passt-s-f128-p16-s10-ap.476-swa.pt")
-    parser.add_argument("--out", type=Path, required=True, help="output model folder")
-    parser.add_argument(
-        "--variant", default=None, help="PaSST variant, e.g. passt-s-f128-p16-s16 (default: inferred from the grid)"
-    )
+    parser.add_argument("--variant", default=None, help="PaSST variant, e.g. passt-s-f128-p16-s16 (default: inferred from the grid)")
     parser.add_argument("--num-attention-heads", type=int, default=None, help="default: hidden_size // 64")
-    parser.add_argument("--no-post-hlp", dest="post_hlp", action="store_false", help="save with post_hlp=False")
-    parser.add_argument(
-        "--audioset-dir", default=None, help="AudioSet metadata folder (default: $HLP_AUDIOSET_DIR, else download)"
-    )
-    parser.add_argument("--check", nargs="*", default=[], metavar="AUDIO", help="audio files to tag after converting")
-    parser.add_argument("--push-to-hub", metavar="REPO_ID", default=None, help="upload the folder to this Hub repo")
-    parser.add_argument("--private", action="store_true", help="create the Hub repo as private")
+    add_converter_arguments(parser)
     args = parser.parse_args(argv)
     try:
-        out = convert(
+        out = convert_passt(
             args.checkpoint, args.out, variant=args.variant, num_attention_heads=args.num_attention_heads,
             post_hlp=args.post_hlp, audioset_dir=args.audioset_dir, check_files=args.check, repo_id=args.push_to_hub,
         )
-    except (ValueError, FileNotFoundError) as error:  # PaSSTCheckpointError, unknown --variant, rejected config
+    except (ValueError, FileNotFoundError) as error:  # a CheckpointError, an unknown --variant, a rejected config
         print(f"convert_passt: error: {error}", file=sys.stderr)
         return 2
-    if args.push_to_hub:
-        from hlp_audio.hub import push_folder
-
-        push_folder(
-            out, args.push_to_hub, commit_message=f"Add PaSST {args.checkpoint.name} converted with hlp-audio",
-            private=args.private, api=api,
-        )
-        print(f"pushed {out} to {args.push_to_hub}")
+    push_if_asked(args, out, f"PaSST {args.checkpoint.name}")
     return 0
 
 

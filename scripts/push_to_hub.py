@@ -39,7 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Optional[List[str]] = None, *, api=None) -> int:
     args = build_parser().parse_args(argv)
-    from hlp_audio.training import prepare_hub_folder, publish_model
+    from hlp_audio.hub import prepare_hub_folder, publish_model
 
     card_fields = dict(base_model=args.base_model, backbone=args.backbone, ontology_name=args.ontology_name)
     try:

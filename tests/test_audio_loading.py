@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import soundfile
 
-from hlp_audio.modeling.audio_loading import (
+from hlp_audio.audio_loading import (
     AudioLoadingError,
     load_audio,
     prepare_waveform,

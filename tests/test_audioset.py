@@ -54,7 +54,7 @@ def test_reads_google_format_including_dash_ytids_and_gzip(tmp_path, tiny_onto):
         ('abc, 1.0, "/m/a"', r"line 5: expected 4 fields"),
         ('abc, x1, 2.0, "/m/a"', r"line 5: start time 'x1' is not a number"),
         ('abc, 1.0, 2.0, /m/a', r"line 5: the label list must be double-quoted"),
-        ('abc, 1.0, 2.0, "/m/a,/m/zzz"', r"line 5: label '/m/zzz', which is not in the label set"),
+        ('abc, 1.0, 2.0, "/m/a,/m/zzz"', r"line 5: unknown label '/m/zzz': not one of the 3 class ids"),
         ('abc, 1.0, 2.0, "/m/a,"', r"line 5: an empty label"),
         ('abc, 3.0, 2.0, "/m/a"', r"line 5: end 2.0 is before start 3.0"),
     ],

@@ -1,6 +1,6 @@
-"""scripts/build_audioset_hlp.py: parquet files, dataset card with real statistics, one-commit push to a fake Hub."""
+"""The AS-HLP dataset (hlp_audio.hub.audioset_hlp): parquet files, dataset card with real statistics, one-commit push
+to a fake Hub."""
 
-import importlib.util
 import re
 import shutil
 from pathlib import Path
@@ -12,17 +12,8 @@ import yaml
 datasets = pytest.importorskip("datasets")
 
 from hlp_audio import load_segments, propagate_labels  # noqa: E402
-from hlp_audio.audioset import AUDIOSET_FILES, AudioSetFileError  # noqa: E402
-
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "build_audioset_hlp.py"
-
-
-@pytest.fixture(scope="module")
-def script():
-    spec = importlib.util.spec_from_file_location("build_audioset_hlp", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from hlp_audio.audioset import AUDIOSET_FILES, SPLITS, AudioSetFileError  # noqa: E402
+from hlp_audio.hub.audioset_hlp import build_audioset_hlp, publish_audioset_hlp, verify_sources  # noqa: E402
 
 
 class FakeHubApi:
@@ -64,11 +55,10 @@ def _table_row(card: str, split: str) -> list:
     return [cell.strip() for cell in line.strip("|").split("|")]
 
 
-def test_build_small_splits_and_push(script, audioset_dir, audioset_ontology, tmp_path, capsys):
+def test_build_small_splits_and_push(audioset_dir, audioset_ontology, tmp_path, capsys):
     out = tmp_path / "as-hlp"
     api = FakeHubApi(tmp_path / "remote")
-    argv = ["--audioset-dir", str(audioset_dir), "--out", str(out), "--splits", "balanced_train", "eval", "--push-to-hub", "someone/as-hlp"]
-    assert script.main(argv, api=api) == 0
+    publish_audioset_hlp(out, splits=["balanced_train", "eval"], audioset_dir=str(audioset_dir), repo_id="someone/as-hlp", api=api)
     assert "Wrote 42,531 clips" in capsys.readouterr().out
 
     # one repo creation and one commit, of the whole folder, to a dataset repo
@@ -127,13 +117,13 @@ def test_build_small_splits_and_push(script, audioset_dir, audioset_ontology, tm
     assert Ontology.from_json(out / "hlp_ontology.json") == audioset_ontology
 
 
-def test_refuses_to_overwrite_or_to_use_altered_files(script, audioset_dir, tmp_path, capsys):
+def test_refuses_to_overwrite_or_to_use_altered_files(audioset_dir, tmp_path):
     out = tmp_path / "out"
     out.mkdir()
     (out / "keep.txt").write_text("mine")
-    argv = ["--audioset-dir", str(audioset_dir), "--out", str(out), "--splits", "eval"]
-    assert script.main(argv) == 2
-    assert "is not empty" in capsys.readouterr().err and (out / "keep.txt").exists()
+    with pytest.raises(FileExistsError, match="is not empty"):
+        publish_audioset_hlp(out, splits=["eval"], audioset_dir=str(audioset_dir))
+    assert (out / "keep.txt").exists()
 
     altered = tmp_path / "altered"
     altered.mkdir()
@@ -141,18 +131,16 @@ def test_refuses_to_overwrite_or_to_use_altered_files(script, audioset_dir, tmp_
         shutil.copy(audioset_dir / name, altered / name)
     lines = (audioset_dir / "eval_segments.csv").read_text().splitlines(keepends=True)
     (altered / "eval_segments.csv").write_text("".join(lines[:-1]))  # one clip fewer
-    assert script.main(["--audioset-dir", str(altered), "--out", str(tmp_path / "new"), "--splits", "eval"]) == 2
-    assert "is not that of the official eval_segments.csv" in capsys.readouterr().err
-    with pytest.raises(AudioSetFileError):
-        script.verify_sources(["eval"], str(altered))
+    with pytest.raises(AudioSetFileError, match="is not that of the official eval_segments.csv"):
+        publish_audioset_hlp(tmp_path / "new", splits=["eval"], audioset_dir=str(altered))
 
 
 @pytest.mark.slow
-def test_card_for_all_of_audioset(script, audioset_dir, audioset_ontology, tmp_path):
+def test_card_for_all_of_audioset(audioset_dir, audioset_ontology, tmp_path):
     """The full build; the card's overall row matches the paper (2,084,320 clips, 1.98 -> 2.39 labels)."""
-    sources = script.verify_sources(list(script.SPLITS), str(audioset_dir))
+    sources = verify_sources(list(SPLITS), str(audioset_dir))
     segments = load_segments(None, audioset_ontology, audioset_dir=audioset_dir)
-    out = script.build(tmp_path / "full", audioset_ontology, segments, source_files=sources)
+    out = build_audioset_hlp(tmp_path / "full", audioset_ontology, segments, source_files=sources)
     card = (out / "README.md").read_text()
     row = _table_row(card, "all")
     assert row[1] == "2,084,320"

@@ -6,13 +6,23 @@ import numpy as np
 import pytest
 import torch
 
+from hlp_audio.conversion.from_efficientat import (
+    EfficientATCheckpointError,
+    convert_efficientat,
+    convert_original_state_dict,
+    load_efficientat_checkpoint,
+    size_name,
+)
 from hlp_audio.modeling.modeling_efficientat import (
     EfficientATBackbone,
-    convert_original_state_dict,
-    default_efficientat_config,
     efficientat_block_specs,
     make_divisible,
 )
+
+
+def default_efficientat_config(size, **overrides):
+    """The typed config of a named size, with overrides."""
+    return EfficientATBackbone.default_config(size).replace(**overrides)
 
 MN04_DIR = ("models", "efficientat_mn04_as")
 CHECKPOINT_NAME = "mn04_as_mAP_432.pt"
@@ -62,7 +72,7 @@ def test_make_divisible_is_the_tensorflow_rounding():
 def test_block_tables_scale_and_chain(size):
     config = default_efficientat_config(size)
     width = int(size[2:]) / 10
-    assert config["width_mult"] == width
+    assert config.width_mult == width
     specs = efficientat_block_specs(config)
     assert len(specs) == 15
     assert [s.stride for s in specs].count(2) == 4  # stages C1..C4
@@ -74,9 +84,9 @@ def test_block_tables_scale_and_chain(size):
 
 
 def test_unknown_size_is_an_error():
-    with pytest.raises(ValueError, match="unknown EfficientAT size 'mn99'"):
+    with pytest.raises(ValueError, match="unknown efficientat size 'mn99'"):
         default_efficientat_config("mn99")
-    with pytest.raises(ValueError, match="unknown EfficientAT size 'large'"):
+    with pytest.raises(ValueError, match="unknown efficientat size 'large'"):
         default_efficientat_config("large")
 
 
@@ -92,7 +102,7 @@ def test_mn04_parameter_count_equals_the_checkpoint(mn04_checkpoint):
 
 def test_strides_dilation_and_reduced_tail_change_the_geometry():
     frames = 200
-    base = dict(default_efficientat_config("mn01"), num_mel_bins=128)
+    base = default_efficientat_config("mn01", num_mel_bins=128)
     maps = {}
     for name, overrides in {
         "default": {},
@@ -100,7 +110,7 @@ def test_strides_dilation_and_reduced_tail_change_the_geometry():
         "dilated": dict(dilated=True),
         "reduced_tail": dict(reduced_tail=True),
     }.items():
-        backbone = EfficientATBackbone(dict(base, **overrides), num_labels=5).eval()
+        backbone = EfficientATBackbone(base.replace(**overrides), num_labels=5).eval()
         with torch.no_grad():
             maps[name] = backbone.forward_features(torch.zeros(1, 128, frames))
         if name == "reduced_tail":
@@ -111,7 +121,7 @@ def test_strides_dilation_and_reduced_tail_change_the_geometry():
     assert maps["default"].shape[2:] == (4, 7)  # 128 / 32, ceil(200 / 32)
     assert maps["s2221"].shape[2:] == (8, 13)
     assert maps["dilated"].shape[2:] == (8, 13)  # dilated tail keeps stride 1, like EfficientAT
-    dilated = EfficientATBackbone(dict(base, dilated=True), num_labels=5)
+    dilated = EfficientATBackbone(base.replace(dilated=True), num_labels=5)
     assert dilated.blocks[-1].depthwise.convolution.dilation == (2, 2)
     assert dilated.blocks[-3].depthwise.convolution.stride == (1, 1)
 
@@ -119,7 +129,7 @@ def test_strides_dilation_and_reduced_tail_change_the_geometry():
 def test_tiny_forward_backward_and_head_split():
     torch.manual_seed(0)
     backbone = EfficientATBackbone(default_efficientat_config("tiny"), num_labels=7)
-    assert backbone.input_kind == "mel32k"
+    assert (backbone.time_axis, backbone.freq_axis) == (2, 1)  # (batch, mel, frames)
     blocks = backbone.blocks
     assert blocks[0].expand is None and blocks[0].use_residual and blocks[0].squeeze_excitation is None
     assert blocks[1].expand is not None and blocks[1].squeeze_excitation is not None and not blocks[1].use_residual
@@ -149,8 +159,11 @@ def test_squeeze_excitation_gates_with_a_sigmoid_of_the_channel_means():
 
 
 def test_init_weights_follows_efficientat():
+    from hlp_audio import HLPAudioConfig, HLPAudioForAudioClassification
+
     torch.manual_seed(2)
-    backbone = EfficientATBackbone(default_efficientat_config("mn04"), num_labels=527)
+    config = HLPAudioConfig(num_labels=527, backbone_type="efficientat", backbone_config=default_efficientat_config("mn04").to_dict())
+    backbone = HLPAudioForAudioClassification(config).backbone  # initialised through the backbone's hook
     norm = backbone.blocks[3].project.normalization
     assert torch.all(norm.weight == 1) and torch.all(norm.bias == 0) and torch.all(norm.running_var == 1)
     assert norm.eps == 1e-3 and norm.momentum == 0.01
@@ -168,21 +181,21 @@ def test_bad_input_shapes_and_configs_are_clear_errors():
         backbone(torch.zeros(1, 2, 16, 50))
     with pytest.raises(ValueError, match=r"shape \(2, 64, 16\) has 64 mel bins on axis -2 but the backbone expects 16"):
         backbone(torch.zeros(2, 64, 16))  # (batch, frames, mel) as ASTFeatureExtractor would give
-    stereo_input = EfficientATBackbone(dict(default_efficientat_config("tiny"), in_channels=2), num_labels=2)
+    stereo_input = EfficientATBackbone(default_efficientat_config("tiny", in_channels=2), num_labels=2)
     with pytest.raises(ValueError, match=r"shape \(1, 16, 50\) has no channel axis but the backbone expects 2"):
         stereo_input(torch.zeros(1, 16, 50))
     assert stereo_input(torch.zeros(1, 2, 16, 50)).shape == (1, 2)
     with pytest.raises(ValueError, match="head_type 'fully_convolutional' is not supported"):
-        EfficientATBackbone(dict(default_efficientat_config("tiny"), head_type="fully_convolutional"), num_labels=2)
+        EfficientATBackbone(default_efficientat_config("tiny", head_type="fully_convolutional"), num_labels=2)
     with pytest.raises(ValueError, match="strides must have 4 entries"):
-        efficientat_block_specs(dict(default_efficientat_config("mn04"), strides=[2, 2]))
-    bad_table = dict(default_efficientat_config("tiny"), block_settings=[[16, 3, 16, 16, False, "RE", 1, 1], [24, 3, 48, 24, False, "RE", 1, 1]])
+        efficientat_block_specs(default_efficientat_config("mn04", strides=[2, 2]))
+    bad_table = default_efficientat_config("tiny", block_settings=[[16, 3, 16, 16, False, "RE", 1, 1], [24, 3, 48, 24, False, "RE", 1, 1]])
     with pytest.raises(ValueError, match="do not chain: a block outputs 8 channels but the next one expects 16"):
         efficientat_block_specs(bad_table)
     with pytest.raises(ValueError, match=r"block_settings\[0\].*expected 8 entries"):
-        efficientat_block_specs(dict(default_efficientat_config("tiny"), block_settings=[[16, 3, 16, 16]]))
+        efficientat_block_specs(default_efficientat_config("tiny", block_settings=[[16, 3, 16, 16]]))
     with pytest.raises(ValueError, match="unknown activation 'GELU'"):
-        efficientat_block_specs(dict(default_efficientat_config("tiny"), block_settings=[[16, 3, 16, 16, False, "GELU", 1, 1]]))
+        efficientat_block_specs(default_efficientat_config("tiny", block_settings=[[16, 3, 16, 16, False, "GELU", 1, 1]]))
 
 
 # -- the real mn04 checkpoint ---------------------------------------------------------------------------
@@ -235,38 +248,18 @@ class FakeHubApi:
         return "commit-info"
 
 
-def _load_script(name):
-    import importlib.util
-    from pathlib import Path
-
-    path = Path(__file__).resolve().parents[1] / "scripts" / f"{name}.py"
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.fixture(scope="module")
-def converter():
-    return _load_script("convert_efficientat")
+def converted(shared_data, tmp_path_factory):
+    """The real mn04 checkpoint converted, then pushed to a fake Hub."""
+    from hlp_audio.hub import push_folder
 
-
-@pytest.fixture(scope="module")
-def converted(converter, shared_data, tmp_path_factory):
-    """The real mn04 checkpoint converted by the script's CLI, pushed to a fake Hub."""
     out = tmp_path_factory.mktemp("mn04_hlp")
     api = FakeHubApi()
-    code = converter.main(
-        [
-            str(shared_data.joinpath(*MN04_DIR, CHECKPOINT_NAME)),
-            "--width-mult", "0.4",
-            "--out", str(out),
-            "--audioset-dir", str(shared_data / "audioset"),
-            "--push-to-hub", "someone/efficientat-mn04-hlp",
-        ],
-        api=api,
+    convert_efficientat(
+        shared_data.joinpath(*MN04_DIR, CHECKPOINT_NAME), 0.4, out, audioset_dir=shared_data / "audioset",
+        repo_id="someone/efficientat-mn04-hlp",
     )
-    assert code == 0
+    push_folder(out, "someone/efficientat-mn04-hlp", api=api)
     return out, api
 
 
@@ -274,10 +267,9 @@ def converted(converter, shared_data, tmp_path_factory):
 def tagger(converted):
     from transformers import pipeline
 
-    from hlp_audio.transformers_integration import register_with_transformers
+    from hlp_audio import HLPAudioClassificationPipeline
 
-    register_with_transformers()
-    return pipeline("audio-classification", model=str(converted[0]))
+    return pipeline("audio-classification", model=str(converted[0]), pipeline_class=HLPAudioClassificationPipeline)
 
 
 def _scores(tagger, source, *, post_hlp):
@@ -370,12 +362,14 @@ def test_remote_code_loads_without_hlp_audio(converted, sample_paths, tagger, tm
     out, _ = converted
     script = (
         "import sys, json\n"
+        "import soundfile\n"
         "sys.modules['hlp_audio'] = None  # any import of the installed package fails\n"
         "from transformers import pipeline\n"
         "tagger = pipeline('audio-classification', model=sys.argv[1], trust_remote_code=True)\n"
-        "result = tagger(sys.argv[2], top_k=3)\n"
+        "audio, rate = soundfile.read(sys.argv[2], dtype='float32')  # transformers would need ffmpeg for a path\n"
+        "result = tagger(audio, top_k=3)\n"
         "print(json.dumps({'result': result, 'model': type(tagger.model).__module__,\n"
-        "                  'extractor': type(tagger.feature_extractor).__module__, 'pipeline': type(tagger).__module__}))\n"
+        "                  'extractor': type(tagger.feature_extractor).__module__, 'pipeline': type(tagger).__name__}))\n"
     )
     env = dict(os.environ, HF_MODULES_CACHE=str(tmp_path / "modules"), HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
     process = subprocess.run(
@@ -384,12 +378,14 @@ def test_remote_code_loads_without_hlp_audio(converted, sample_paths, tagger, tm
     )
     assert process.returncode == 0, process.stderr[-3000:]
     report = json.loads(process.stdout.strip().splitlines()[-1])
-    for kind in ("model", "extractor", "pipeline"):
+    for kind in ("model", "extractor"):
         assert report[kind].startswith("transformers_modules."), report
+    assert report["pipeline"] == "AudioClassificationPipeline"  # transformers' own, with sigmoid scores
     tagger.model.config.post_hlp = True  # as saved
-    local = tagger(str(sample_paths["typing"]), top_k=3)
-    assert [r["label"] for r in report["result"]] == [r["label"] for r in local]
-    np.testing.assert_allclose([r["score"] for r in report["result"]], [r["score"] for r in local], atol=1e-6)
+    local = {r["label"]: r["score"] for r in tagger(str(sample_paths["typing"]), top_k=3)}
+    remote = {r["label"]: r["score"] for r in report["result"]}  # post-HLP ties may come in another order
+    assert remote.keys() == local.keys()
+    np.testing.assert_allclose([remote[label] for label in local], list(local.values()), atol=1e-6)
 
 
 # -- awkward audio through the pipeline ------------------------------------------------------------------
@@ -426,7 +422,7 @@ def test_stereo_files_are_downmixed(tagger, sample_paths, tmp_path):
 def test_silent_and_short_audio(tagger, sample_paths, tmp_path):
     import soundfile as sf
 
-    from hlp_audio.modeling.audio_loading import AudioLoadingError
+    from hlp_audio.audio_loading import AudioLoadingError
 
     silent = tmp_path / "silence.wav"
     sf.write(silent, np.zeros(320000, dtype=np.float32), 32000)
@@ -443,29 +439,43 @@ def test_silent_and_short_audio(tagger, sample_paths, tmp_path):
         tagger(str(too_short))
 
 
-def test_converter_reports_bad_checkpoints(converter, shared_data, tmp_path, capsys):
-    common = ["--out", str(tmp_path / "out"), "--audioset-dir", str(shared_data / "audioset")]
-    checkpoint = str(shared_data.joinpath(*MN04_DIR, CHECKPOINT_NAME))
-    assert converter.main([checkpoint, "--width-mult", "1.0", *common]) == 2
-    assert "with --width-mult 1: checkpoint key 'features.0.0.weight' has shape (8, 1, 3, 3)" in capsys.readouterr().err
+def test_converter_reports_bad_checkpoints(shared_data, tmp_path):
+    out = tmp_path / "out"
+    checkpoint = shared_data.joinpath(*MN04_DIR, CHECKPOINT_NAME)
+    audioset = shared_data / "audioset"
+    with pytest.raises(EfficientATCheckpointError, match=r"with --width-mult 1: checkpoint key 'features.0.0.weight' has shape \(8, 1, 3, 3\)"):
+        convert_efficientat(checkpoint, 1.0, out, audioset_dir=audioset)
     foreign = tmp_path / "foreign.pt"
     torch.save({"encoder.weight": torch.zeros(2)}, foreign)
-    assert converter.main([str(foreign), "--width-mult", "0.4", *common]) == 2
-    assert "foreign.pt: no 'features.0.0.weight' / 'classifier.5.weight' keys" in capsys.readouterr().err
+    with pytest.raises(EfficientATCheckpointError, match="foreign.pt: no 'features.0.0.weight' key; this is not an EfficientAT"):
+        convert_efficientat(foreign, 0.4, out, audioset_dir=audioset)
     not_torch = tmp_path / "notes.pt"
     not_torch.write_text("not a checkpoint")
-    assert converter.main([str(not_torch), "--width-mult", "0.4", *common]) == 2
-    assert "notes.pt: cannot be read as a torch checkpoint" in capsys.readouterr().err
-    assert not (tmp_path / "out").exists()  # nothing written on failure
-    with pytest.raises(SystemExit):
-        converter.main([str(tmp_path / "missing.pt"), "--width-mult", "0.4", *common])
-    assert "missing.pt does not exist" in capsys.readouterr().err
+    with pytest.raises(EfficientATCheckpointError, match="notes.pt: cannot be read as a torch checkpoint"):
+        convert_efficientat(not_torch, 0.4, out, audioset_dir=audioset)
+    assert not out.exists()  # nothing written on failure
+    with pytest.raises(FileNotFoundError, match="missing.pt does not exist"):
+        convert_efficientat(tmp_path / "missing.pt", 0.4, out, audioset_dir=audioset)
 
 
-def test_checkpoint_loader_unwraps_training_wrappers(converter, mn04_checkpoint, tmp_path):
+@pytest.mark.slow
+def test_converter_script_exits_2_with_the_error(shared_data, tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "scripts" / "convert_efficientat.py"
+    run = subprocess.run(
+        [sys.executable, str(script), str(tmp_path / "missing.pt"), "--width-mult", "0.4", "--out", str(tmp_path / "o")],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert run.returncode == 2 and "convert_efficientat: error: checkpoint" in run.stderr and "missing.pt does not exist" in run.stderr
+
+
+def test_checkpoint_loader_unwraps_training_wrappers(mn04_checkpoint, tmp_path):
     wrapped = tmp_path / "wrapped.pt"
     torch.save({"state_dict": {f"module.{key}": value for key, value in mn04_checkpoint.items()}}, wrapped)
-    loaded = converter.load_efficientat_checkpoint(wrapped)
+    loaded = load_efficientat_checkpoint(wrapped)
     assert loaded.keys() == mn04_checkpoint.keys()
     assert all(torch.equal(loaded[key], mn04_checkpoint[key]) for key in loaded)
-    assert converter.size_name(0.4) == "mn04" and converter.size_name(4.0) == "mn40" and converter.size_name(0.75) == "mn_w0.75"
+    assert size_name(0.4) == "mn04" and size_name(4.0) == "mn40" and size_name(0.75) == "mn_w0.75"

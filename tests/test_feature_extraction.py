@@ -7,7 +7,8 @@ import pytest
 import torch
 from transformers.audio_utils import mel_filter_bank
 
-from hlp_audio.modeling.feature_extraction_hlp_audio import HLPAudioFeatureExtractor, MelFrontEnd, kaldi_mel_filter_bank
+from hlp_audio import HLPAudioFeatureExtractor
+from hlp_audio.modeling.front_ends import MelFrontEnd, kaldi_mel_filter_bank
 
 SAMPLE_NAMES = ("speech", "music", "typing")
 

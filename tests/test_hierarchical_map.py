@@ -18,15 +18,13 @@ import pytest
 import torch
 
 from hlp_audio import load_segments
-from hlp_audio.hierarchical_map import MODULE_PATH, HierarchicalMAP, register_evaluate_module
+from hlp_audio.hierarchical_map import MODULE_PATH, HierarchicalMAP
+from hlp_audio.registration import CACHED_METRIC_NAME, evaluate_modules_cache, register_evaluate_metric
 from hlp_audio.hierarchical_map import hierarchical_map as metric_script
 from hlp_audio.hierarchical_map.space import SPACE_FILES, build_space_folder
 from hlp_audio.metrics import PER_CLASS_KEYS, RESULT_KEYS, MetricInputError, compute_hierarchical_map
 
 REPO = Path(__file__).resolve().parents[1]
-HOOK_MODULE = REPO / "src" / "_hlp_audio_evaluate_hook.py"
-PTH_FILE = REPO / "src" / "hlp_audio-evaluate.pth"
-PUSH_SCRIPT = REPO / "scripts" / "push_metric_space.py"
 
 ANIMALS = {"labels": ["animal", "dog", "cat"], "parents": [[], [0], [0]]}
 PREDICTIONS = [[0.2, 0.9, 0.1], [0.6, 0.2, 0.7], [0.4, 0.3, 0.2], [0.1, 0.6, 0.3], [0.5, 0.1, 0.4]]
@@ -63,7 +61,6 @@ def run_python(code, tmp_path, *, env=None, cwd=None, timeout=600):
     environment.update(
         HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", HF_EVALUATE_OFFLINE="1", HF_HOME=str(tmp_path / "hf_home")
     )
-    environment.pop("HLP_AUDIO_NO_EVALUATE_HOOK", None)
     environment.update(env or {})
     completed = subprocess.run(
         [sys.executable, "-c", DATA_CODE + textwrap.dedent(code)],
@@ -75,14 +72,6 @@ def run_python(code, tmp_path, *, env=None, cwd=None, timeout=600):
     )
     assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-6000:]
     return json.loads(completed.stdout.strip().splitlines()[-1])
-
-
-def load_hook_module():
-    """The start-up hook, loaded from its source file (it is a top-level module of the installed package)."""
-    spec = importlib.util.spec_from_file_location("_hlp_audio_evaluate_hook_under_test", HOOK_MODULE)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 # ---------------------------------------------------------------------------- the metric class
@@ -161,115 +150,93 @@ def test_registration_writes_the_cache_entry_evaluate_falls_back_to(tmp_path):
     from evaluate.loading import CachedEvaluationModuleFactory
 
     dynamic = tmp_path / "evaluate_modules"
-    module_path = register_evaluate_module(str(dynamic))
-    assert module_path.startswith("evaluate_modules.metrics.evaluate-metric--hierarchical_map.")
-    entry = dynamic / "metrics" / "evaluate-metric--hierarchical_map" / module_path.split(".")[-2]
+    entry = register_evaluate_metric(dynamic)
+    assert entry.parent == dynamic / "metrics" / CACHED_METRIC_NAME and len(entry.name) == 64
     scripts = sorted(p.name for p in entry.iterdir() if p.suffix == ".py")
     assert scripts == ["__init__.py", "_hlp_core.py", "hierarchical_map.py"]
     assert (entry / "hierarchical_map.py").read_bytes() == Path(MODULE_PATH).read_bytes()
     # exactly what evaluate.load("hierarchical_map") resolves to when the Hub has nothing (or is offline)
-    factory = CachedEvaluationModuleFactory("evaluate-metric--hierarchical_map", dynamic_modules_path=str(dynamic))
-    found = factory.get_module()
-    assert found.module_path == module_path
-    # idempotent; re-registering marks this version as the latest one
-    stale = entry / "hierarchical_map.py"
-    os.utime(stale, (1, 1))
-    assert register_evaluate_module(str(dynamic)) == module_path
-    assert stale.stat().st_mtime > time.time() - 600
+    found = CachedEvaluationModuleFactory(CACHED_METRIC_NAME, dynamic_modules_path=str(dynamic)).get_module()
+    assert found.module_path == f"evaluate_modules.metrics.{CACHED_METRIC_NAME}.{entry.name}.hierarchical_map"
+    # idempotent: nothing rewritten; an older entry written later is overtaken again
+    script = entry / "hierarchical_map.py"
+    before = script.stat().st_mtime_ns
+    assert register_evaluate_metric(dynamic) == entry and script.stat().st_mtime_ns == before
+    other = entry.parent / ("0" * 64)
+    other.mkdir()
+    (other / "hierarchical_map.py").write_text("# another version\n")
+    os.utime(script, (1, 1))
+    register_evaluate_metric(dynamic)
+    assert script.stat().st_mtime > (other / "hierarchical_map.py").stat().st_mtime
 
 
-def test_startup_hook_registers_right_after_the_target_import(tmp_path, monkeypatch):
-    hook = load_hook_module()
-    calls = []
-    monkeypatch.setattr(hook, "_register", lambda: calls.append(sys.modules.get("fake_evaluate_pkg")))
-    monkeypatch.setattr(hook, "_TARGET", "fake_evaluate_pkg")
-    package = tmp_path / "fake_evaluate_pkg"
-    package.mkdir()
-    (package / "__init__.py").write_text("VALUE = 42\n")
-    monkeypatch.syspath_prepend(str(tmp_path))
-    monkeypatch.setattr(sys, "meta_path", list(sys.meta_path))
-    monkeypatch.delitem(sys.modules, "fake_evaluate_pkg", raising=False)
-    monkeypatch.delenv("HLP_AUDIO_NO_EVALUATE_HOOK", raising=False)
-    hook.install()
-    hook.install()  # idempotent
-    assert sum(isinstance(f, hook._EvaluateImportWatcher) for f in sys.meta_path) == 1
-    assert not calls
-    import fake_evaluate_pkg
-
-    assert len(calls) == 1 and calls[0] is fake_evaluate_pkg and fake_evaluate_pkg.VALUE == 42
-    assert not isinstance(fake_evaluate_pkg.__loader__, hook._RegisteringLoader)  # the real loader is restored
-    assert not any(isinstance(f, hook._EvaluateImportWatcher) for f in sys.meta_path)  # one-shot
-    hook.install()  # already imported: registers at once
-    assert len(calls) == 2
+@pytest.mark.parametrize(
+    "env, relative",
+    [
+        ({}, "home/.cache/huggingface/modules"),
+        ({"XDG_CACHE_HOME": "{tmp}/xdg"}, "xdg/huggingface/modules"),
+        ({"HF_HOME": "{tmp}/hf"}, "hf/modules"),
+        ({"HF_HOME": "{tmp}/hf", "HF_MODULES_CACHE": "{tmp}/modules"}, "modules"),
+    ],
+)
+def test_cache_location_is_evaluates_own(tmp_path, env, relative):
+    """Computed without importing evaluate, it must be the folder evaluate itself uses (pinned evaluate version)."""
+    environment = {key: value for key, value in os.environ.items() if key not in ("HF_HOME", "HF_MODULES_CACHE", "XDG_CACHE_HOME")}
+    environment["HOME"] = str(tmp_path / "home")
+    environment.update({key: value.format(tmp=tmp_path) for key, value in env.items()})
+    code = (
+        "import sys; from hlp_audio.registration import evaluate_modules_cache; ours = str(evaluate_modules_cache()); "
+        "import evaluate.config as c; print(ours); print(str(c.HF_MODULES_CACHE / c.MODULE_NAME_FOR_DYNAMIC_MODULES))"
+    )
+    lines = subprocess.run([sys.executable, "-c", code], env=environment, capture_output=True, text=True, check=True).stdout.split()
+    assert lines[0] == lines[1] == str(tmp_path / relative / "evaluate_modules")
 
 
-def test_startup_hook_never_breaks_the_import_and_can_be_disabled(monkeypatch, caplog):
-    hook = load_hook_module()
-    monkeypatch.setattr(sys, "meta_path", list(sys.meta_path))
-    monkeypatch.setenv("HLP_AUDIO_NO_EVALUATE_HOOK", "1")
-    hook.install()
-    assert not any(isinstance(f, hook._EvaluateImportWatcher) for f in sys.meta_path)
-    import hlp_audio.hierarchical_map.registration as registration
-
-    def broken():
-        raise OSError("read-only cache")
-
-    monkeypatch.setattr(registration, "register_evaluate_module", broken)
-    hook._register()  # logged, not raised
-    assert "could not register the hierarchical_map metric" in caplog.text and "read-only cache" in caplog.text
+def test_an_unwritable_cache_does_not_break_the_import(tmp_path):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("the module cache cannot be created under a file")
+    result = subprocess.run(
+        [sys.executable, "-c", "import hlp_audio; print('imported')"],
+        env=dict(os.environ, HF_MODULES_CACHE=str(blocker / "modules")), capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 0 and "imported" in result.stdout
+    assert "could not register the hierarchical_map metric" in result.stderr
 
 
 # ---------------------------------------------------------------------------- loading, in fresh subprocesses
 @pytest.mark.slow
-def test_bare_name_loads_from_any_directory_offline(tmp_path, audioset_dir, audioset_ontology):
-    """``evaluate.load("hierarchical_map")`` after ``import evaluate`` alone, through the installed start-up hook.
+def test_bare_name_loads_from_any_directory_offline_and_silently(tmp_path, audioset_dir, audioset_ontology):
+    """``evaluate.load("hierarchical_map")`` in a process that imported hlp_audio, from an unrelated directory.
 
-    ``site.addsitedir`` processes the hook's .pth exactly as Python does for site-packages at start-up.
-    A later process, with the hook disabled, still finds the registered module.
+    The load is silent: evaluate's "Using the latest cached version ... couldn't be found" warning is not shown.
     """
-    site_dir = tmp_path / "site"
-    site_dir.mkdir()
-    shutil.copy(PTH_FILE, site_dir)
-    shutil.copy(HOOK_MODULE, site_dir)
     env = {"HF_MODULES_CACHE": str(tmp_path / "modules"), "HLP_AUDIOSET_DIR": str(audioset_dir)}
-    result = run_python(
-        f"""
-        import doctest, json, site, sys
-        site.addsitedir({str(site_dir)!r})
-        assert "hlp_audio" not in sys.modules  # the hook imports nothing at start-up
+    code = f"""
+        import doctest, json, logging, sys
+        import hlp_audio  # registers the metric
         import evaluate
-        from hlp_audio.metrics import compute_hierarchical_map
         import hlp_audio.hierarchical_map.hierarchical_map as script
+        records = []
+        handler = logging.Handler()
+        handler.emit = lambda record: records.append(record.getMessage())
+        logging.getLogger("evaluate").addHandler(handler)
         metric = evaluate.load("hierarchical_map")  # the AudioSet default
         runner = doctest.DocTestRunner(optionflags=doctest.NORMALIZE_WHITESPACE)
         runner.run(doctest.DocTestParser().get_doctest(script._KWARGS_DESCRIPTION, {{}}, "examples", None, 0))
         print(json.dumps({{
             "module": type(metric).__module__,
             "doctest": [runner.failures, runner.tries],
+            "logged": [message for message in records if "cached version" in message],
             "result": metric.compute(predictions=SCORES, references=REFS),
         }}))
-        """,
-        tmp_path,
-        env=env,
-    )
-    assert result["module"].startswith("evaluate_modules.metrics.evaluate-metric--hierarchical_map.")
+        """
+    result = run_python(code, tmp_path, env=env)
+    assert result["module"].startswith(f"evaluate_modules.metrics.{CACHED_METRIC_NAME}.")
     failures, tries = result["doctest"]
     assert failures == 0 and tries >= 6
+    assert result["logged"] == []
     scores, references = audioset_data()
     assert result["result"] == compute_hierarchical_map(scores, references, audioset_ontology)
-
-    later = run_python(
-        """
-        import json, evaluate
-        ontology = {"labels": ["animal", "dog", "cat"], "parents": [[], [0], [0]]}
-        metric = evaluate.load("hierarchical_map", ontology=ontology)
-        print(json.dumps(metric.compute(predictions=%r, references=%r)))
-        """ % (PREDICTIONS, REFERENCES),
-        tmp_path,
-        env=dict(env, HLP_AUDIO_NO_EVALUATE_HOOK="1"),
-        cwd=tmp_path / "another_cwd",
-    )
-    assert later == compute_hierarchical_map(PREDICTIONS, REFERENCES, ANIMALS)
 
 
 @pytest.mark.slow
@@ -284,34 +251,11 @@ def test_packaged_script_path_folder_and_class_give_the_same_result(tmp_path, au
         print(json.dumps([m.compute(predictions=SCORES, references=REFS) for m in (by_path, by_folder, direct)]))
         """,
         tmp_path,
-        env={
-            "HF_MODULES_CACHE": str(tmp_path / "modules"),
-            "HLP_AUDIOSET_DIR": str(audioset_dir),
-            "HLP_AUDIO_NO_EVALUATE_HOOK": "1",
-        },
+        env={"HF_MODULES_CACHE": str(tmp_path / "modules"), "HLP_AUDIOSET_DIR": str(audioset_dir)},
     )
     scores, references = audioset_data()
     expected = compute_hierarchical_map(scores, references, audioset_ontology)
     assert result == [expected] * 3
-
-
-@pytest.mark.slow
-def test_installed_environment_has_the_startup_hook(tmp_path, audioset_dir):
-    """The real installation: a plain ``python -c 'import evaluate; evaluate.load("hierarchical_map")'``."""
-    installed = [Path(d) / PTH_FILE.name for d in site.getsitepackages() + [site.getusersitepackages()]]
-    if not any(path.is_file() for path in installed):
-        pytest.skip(f"{PTH_FILE.name} is not installed here: reinstall hlp-audio with its setup.py (pip install -e .)")
-    result = run_python(
-        """
-        import json, evaluate
-        metric = evaluate.load("hierarchical_map")
-        print(json.dumps([type(metric).__module__, metric.hierarchy.num_classes, int(metric.hierarchy.receiving.size)]))
-        """,
-        tmp_path,
-        env={"HF_MODULES_CACHE": str(tmp_path / "modules"), "HLP_AUDIOSET_DIR": str(audioset_dir)},
-    )
-    assert result[0].startswith("evaluate_modules.metrics.evaluate-metric--hierarchical_map.")
-    assert result[1:] == [527, 109]
 
 
 # ---------------------------------------------------------------------------- the Hub Space
@@ -330,13 +274,6 @@ class FakeHfApi:
         self.calls.append(("upload_folder", dict(repo_id=repo_id, repo_type=repo_type, files=files)))
         shutil.copytree(folder_path, self.root / repo_id, dirs_exist_ok=True)
         return SimpleNamespace(oid="0" * 40)
-
-
-def load_push_script():
-    spec = importlib.util.spec_from_file_location("push_metric_space", PUSH_SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_space_folder_is_self_contained(tmp_path, audioset_ontology):
@@ -373,10 +310,12 @@ def test_space_folder_is_self_contained(tmp_path, audioset_ontology):
 
 @pytest.mark.slow
 def test_pushed_space_loads_without_hlp_audio(tmp_path, audioset_dir, audioset_ontology):
-    """The push script on a fake Hub, then ``evaluate.load("someone/hierarchical_map")`` without hlp_audio."""
+    """The Space pushed to a fake Hub, then ``evaluate.load("someone/hierarchical_map")`` without hlp_audio."""
+    from hlp_audio.hierarchical_map.space import push_space
+
     hub = tmp_path / "hub"
     api = FakeHfApi(hub)
-    load_push_script().main(["someone/hierarchical_map", "--audioset-dir", str(audioset_dir)], api=api)
+    push_space("someone/hierarchical_map", ontology=audioset_ontology, api=api)
     assert api.calls[0] == (
         "create_repo",
         {
@@ -405,7 +344,7 @@ def test_pushed_space_loads_without_hlp_audio(tmp_path, audioset_dir, audioset_o
         ]))
         """,
         tmp_path,
-        env={"HF_MODULES_CACHE": str(tmp_path / "modules"), "HLP_AUDIO_NO_EVALUATE_HOOK": "1", "HLP_AUDIOSET_DIR": ""},
+        env={"HF_MODULES_CACHE": str(tmp_path / "modules"), "HLP_AUDIOSET_DIR": ""},
     )
     module, from_hub, small, hlp_modules = result
     assert module.startswith("evaluate_modules.metrics.someone--hierarchical_map.")

@@ -19,14 +19,18 @@ from transformers import (
     AutoModelForAudioClassification,
 )
 
-from hlp_audio import Ontology, propagate_labels
-from hlp_audio.model_card import HLPModelCard, MAPResult
-from hlp_audio.modeling.configuration_hlp_audio import SHIPPED_PIPELINES, HLPAudioConfig
-from hlp_audio.modeling.modeling_ast_backbone import AST_SIZES, default_ast_config
-from hlp_audio.modeling.modeling_hlp_audio import BACKBONES, HLPAudioForAudioClassification
-from hlp_audio.transformers_integration import convert_ast, register_with_transformers
+from hlp_audio import HLPAudioConfig, HLPAudioForAudioClassification, Ontology, propagate_labels
+from hlp_audio.conversion import convert_ast, hlp_tagger_from_ast
+from hlp_audio.hub import HLPModelCard, MAPResult
+from hlp_audio.modeling.modeling_ast_backbone import ASTBackbone
+from hlp_audio.modeling.modeling_hlp_audio import BACKBONES
+from hlp_audio.registration import register_with_transformers
 
-TINY = AST_SIZES["tiny"]  # 64 frames x 32 mel bins
+TINY = ASTBackbone.default_config("tiny").to_dict()  # 64 frames x 32 mel bins
+
+
+def default_ast_config(size):
+    return ASTBackbone.default_config(size).to_dict()
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -48,7 +52,7 @@ def tiny_ast(audioset_ontology):
 
 @pytest.fixture(scope="module")
 def hlp_model(tiny_ast, audioset_ontology):
-    return HLPAudioForAudioClassification.from_ast(tiny_ast, audioset_ontology)
+    return hlp_tagger_from_ast(tiny_ast, audioset_ontology)
 
 
 @pytest.fixture(scope="module")
@@ -92,13 +96,11 @@ def test_config_round_trip(audioset_ontology, tmp_path):
     saved = json.loads((tmp_path / "config.json").read_text())
     assert saved["model_type"] == "hlp_audio"
     assert saved["auto_map"]["AutoConfig"] == "configuration_hlp_audio.HLPAudioConfig"
-    assert saved["custom_pipelines"] == SHIPPED_PIPELINES
+    assert "custom_pipelines" not in saved  # nothing asks pipeline() for remote code
     loaded = AutoConfig.from_pretrained(tmp_path)
     assert isinstance(loaded, HLPAudioConfig)
     assert loaded.ontology == config.ontology and loaded.id2label == config.id2label
     assert (loaded.post_hlp, loaded.hlp_targets, loaded.backbone_config) == (False, False, default_ast_config("tiny"))
-    # In this process the HLP pipeline is registered: transformers must not ask for remote code.
-    assert loaded.custom_pipelines == {}
 
 
 def test_config_disambiguates_duplicate_names():
@@ -139,7 +141,7 @@ def test_config_field_types_are_checked():
 
 # ---------------------------------------------------------------------------------------- forward
 def test_from_ast_without_post_hlp_is_the_ast_bit_for_bit(tiny_ast, audioset_ontology):
-    model = HLPAudioForAudioClassification.from_ast(tiny_ast, audioset_ontology, post_hlp=False)
+    model = hlp_tagger_from_ast(tiny_ast, audioset_ontology, post_hlp=False)
     inputs = _features()
     with torch.no_grad():
         assert torch.equal(model(inputs).logits, tiny_ast(inputs).logits)
@@ -204,7 +206,7 @@ def test_post_hlp_keeps_the_dtype(hlp_model, audioset_ontology, dtype):
 
 
 def test_bfloat16_model_forward(tiny_ast, audioset_ontology):
-    model = HLPAudioForAudioClassification.from_ast(tiny_ast, audioset_ontology).to(torch.bfloat16)
+    model = hlp_tagger_from_ast(tiny_ast, audioset_ontology).to(torch.bfloat16)
     with torch.no_grad():
         logits = model(_features(batch=2).to(torch.bfloat16)).logits
     assert logits.dtype == torch.bfloat16 and torch.isfinite(logits).all()
@@ -243,8 +245,9 @@ def test_shape_errors(hlp_model):
         hlp_model.propagate_logits(torch.zeros(2, 526))
     with pytest.raises(ValueError, match="input_values is required"):
         hlp_model()
-    with pytest.raises(ValueError, match="custom_pipelines must be a dict"):
-        hlp_model.config.custom_pipelines = ["audio-classification"]
+    bad = HLPAudioConfig(num_labels=3, backbone_config={"hidden_sise": 32})
+    with pytest.raises(ValueError, match=r"unknown ASTBackboneConfig keys \['hidden_sise'\]"):
+        HLPAudioForAudioClassification(bad)
 
 
 def test_tuple_output(hlp_model):
@@ -282,9 +285,9 @@ def test_constructible_from_a_config_alone(audioset_ontology):
         model(torch.zeros(2, 32, 64))
     with pytest.raises(ValueError, match=r"unknown backbone_type 'wavenet'; available: \["):
         HLPAudioForAudioClassification(HLPAudioConfig(num_labels=3, backbone_type="wavenet"))
-    with pytest.raises(ValueError, match=r"unknown AST backbone_config keys \['hidden'\]"):
+    with pytest.raises(ValueError, match=r"unknown ASTBackboneConfig keys \['hidden'\]"):
         HLPAudioForAudioClassification(HLPAudioConfig(num_labels=3, backbone_config={"hidden": 3}))
-    with pytest.raises(ValueError, match="unknown AST size 'huge'"):
+    with pytest.raises(ValueError, match="unknown ast size 'huge'"):
         default_ast_config("huge")
 
 
@@ -297,15 +300,15 @@ def test_flat_model_without_ontology_changes_nothing():
 def test_from_ast_errors(tiny_ast, audioset_ontology):
     small = Ontology.from_parents(["a", "b"], {"a": ["b"]})
     with pytest.raises(ValueError, match="the AST has 527 labels but the ontology 2 classes"):
-        HLPAudioForAudioClassification.from_ast(tiny_ast, small)
+        hlp_tagger_from_ast(tiny_ast, small)
     renamed = audioset_ontology.to_dict()
     renamed["names"] = list(renamed["names"])
     renamed["names"][3] = "Something else"
     with pytest.raises(ValueError, match=r"1 AST labels differ from the ontology's names \(3: AST .* vs ontology 'Something else'\)"):
-        HLPAudioForAudioClassification.from_ast(tiny_ast, renamed)
-    assert HLPAudioForAudioClassification.from_ast(tiny_ast, renamed, check_labels=False).config.id2label[3] == "Something else"
-    with pytest.raises(TypeError, match="expects an ASTForAudioClassification or a path, got dict"):
-        HLPAudioForAudioClassification.from_ast({}, audioset_ontology)
+        hlp_tagger_from_ast(tiny_ast, renamed)
+    assert hlp_tagger_from_ast(tiny_ast, renamed, check_labels=False).config.id2label[3] == "Something else"
+    with pytest.raises(TypeError, match="expected an ASTForAudioClassification or a path, got dict"):
+        hlp_tagger_from_ast({}, audioset_ontology)
 
 
 # ---------------------------------------------------------------------------------------- round trips
@@ -314,7 +317,7 @@ def test_save_and_from_pretrained_round_trip(saved_dir, hlp_model, audioset_onto
     assert {"config.json", "model.safetensors", "preprocessor_config.json"} <= files
     # the code that remote loading needs travels with the weights
     assert {"modeling_hlp_audio.py", "configuration_hlp_audio.py", "hierarchy_ops.py", "modeling_ast_backbone.py",
-            "pipeline_hlp_audio.py", "audio_loading.py"} <= files
+            "backbone.py", "front_ends.py"} <= files
     auto_map = json.loads((saved_dir / "config.json").read_text())["auto_map"]
     assert auto_map["AutoModelForAudioClassification"] == "modeling_hlp_audio.HLPAudioForAudioClassification"
     loaded = AutoModelForAudioClassification.from_pretrained(saved_dir).eval()
@@ -333,7 +336,7 @@ def test_save_and_from_pretrained_round_trip(saved_dir, hlp_model, audioset_onto
 
 
 def test_bfloat16_checkpoint_loads_in_bfloat16(tiny_ast, tmp_path, audioset_ontology):
-    HLPAudioForAudioClassification.from_ast(tiny_ast, audioset_ontology).to(torch.bfloat16).save_pretrained(tmp_path)
+    hlp_tagger_from_ast(tiny_ast, audioset_ontology).to(torch.bfloat16).save_pretrained(tmp_path)
     loaded = AutoModelForAudioClassification.from_pretrained(tmp_path)  # dtype="auto" by default
     assert loaded.dtype == torch.bfloat16
     with torch.no_grad():
@@ -360,7 +363,7 @@ def test_convert_ast_script(tiny_ast, audioset_ontology, audioset_dir, tmp_path,
         assert torch.equal(model(inputs).logits, tiny_ast(inputs).logits)
     assert AutoFeatureExtractor.from_pretrained(out).to_dict() == ASTFeatureExtractor.from_pretrained(source).to_dict()
     # from a path, the same as from the model object
-    from_path = HLPAudioForAudioClassification.from_ast(source, audioset_ontology.to_dict())
+    from_path = hlp_tagger_from_ast(source, audioset_ontology.to_dict())
     with torch.no_grad():
         assert torch.equal(from_path.backbone(inputs), tiny_ast(inputs).logits)
     # a source without a feature extractor is refused by name
@@ -372,28 +375,82 @@ def test_convert_ast_script(tiny_ast, audioset_ontology, audioset_dir, tmp_path,
 
 
 # ---------------------------------------------------------------------------------------- registration
-def test_registration(saved_dir, tiny_ast, tmp_path):
+def test_registration_uses_the_public_auto_class_api(saved_dir):
     from transformers import pipeline
-    from transformers.pipelines import PIPELINE_REGISTRY
-    from transformers.pipelines.audio_classification import AudioClassificationPipeline
-
-    from hlp_audio.modeling.pipeline_hlp_audio import HLPAudioClassificationPipeline
-
     from transformers.models.auto.feature_extraction_auto import FEATURE_EXTRACTOR_MAPPING
     from transformers.models.auto.modeling_auto import MODEL_FOR_AUDIO_CLASSIFICATION_MAPPING
+    from transformers.pipelines.audio_classification import AudioClassificationPipeline
 
-    from hlp_audio.modeling.feature_extraction_hlp_audio import HLPAudioFeatureExtractor
+    from hlp_audio import HLPAudioClassificationPipeline, HLPAudioFeatureExtractor
 
     assert type(AutoConfig.for_model("hlp_audio", num_labels=2)) is HLPAudioConfig
     assert MODEL_FOR_AUDIO_CLASSIFICATION_MAPPING[HLPAudioConfig] is HLPAudioForAudioClassification
     assert FEATURE_EXTRACTOR_MAPPING[HLPAudioConfig] is HLPAudioFeatureExtractor
-    assert PIPELINE_REGISTRY.supported_tasks["audio-classification"]["impl"] is HLPAudioClassificationPipeline
     assert register_with_transformers()  # idempotent
-    # other audio classifiers keep transformers' own pipeline, untouched
-    tiny_ast.save_pretrained(tmp_path)
-    ASTFeatureExtractor(num_mel_bins=TINY["num_mel_bins"], max_length=TINY["max_length"]).save_pretrained(tmp_path)
-    assert type(pipeline("audio-classification", model=str(tmp_path))) is AudioClassificationPipeline
-    assert type(pipeline("audio-classification", model=str(saved_dir))) is HLPAudioClassificationPipeline
+    # the task keeps transformers' implementation; the HLP pipeline is chosen explicitly
+    stock = pipeline("audio-classification", model=str(saved_dir))
+    assert type(stock) is AudioClassificationPipeline
+    explicit = pipeline("audio-classification", model=str(saved_dir), pipeline_class=HLPAudioClassificationPipeline)
+    assert type(explicit) is HLPAudioClassificationPipeline
+    audio = np.random.default_rng(0).standard_normal(16000).astype(np.float32) * 0.1
+    with torch.no_grad():
+        features = stock.feature_extractor(audio, sampling_rate=16000, return_tensors="pt")
+        expected = torch.sigmoid(stock.model(**features).logits[0])
+    for tagger in (stock, explicit):  # sigmoid scores either way: the config is multi-label
+        tags = tagger(audio, top_k=3)
+        top = torch.topk(expected, 3).values
+        np.testing.assert_allclose([tag["score"] for tag in tags], top.tolist(), rtol=1e-5)
+
+
+_COMPARE_PIPELINES = textwrap.dedent(
+    """
+    import json, sys
+    import numpy as np, torch
+    if sys.argv[1] == "import":
+        import hlp_audio  # noqa: F401  -- the only difference between the two runs
+    from transformers import pipeline
+    results = {}
+    audio = np.random.default_rng(0).standard_normal(16000).astype(np.float32) * 0.1
+    for name in sys.argv[2:]:
+        tagger = pipeline("audio-classification", model=name)
+        results[name] = {"class": type(tagger).__name__, "tags": tagger(audio, top_k=3)}
+    print(json.dumps(results))
+    """
+)
+
+
+@pytest.mark.slow
+def test_importing_hlp_audio_changes_nothing_for_other_models(tmp_path):
+    """A stock single-label AST (softmax) and a Wav2Vec2 classifier: the same pipeline outputs with and without the import."""
+    from transformers import Wav2Vec2Config, Wav2Vec2FeatureExtractor, Wav2Vec2ForSequenceClassification
+
+    torch.manual_seed(0)
+    ast_dir, w2v_dir = tmp_path / "ast", tmp_path / "wav2vec2"
+    labels = {0: "dog", 1: "cat", 2: "bird"}
+    ast_config = ASTConfig(**TINY, id2label=labels, label2id={v: k for k, v in labels.items()})
+    ASTForAudioClassification(ast_config).save_pretrained(ast_dir)
+    ASTFeatureExtractor(num_mel_bins=TINY["num_mel_bins"], max_length=TINY["max_length"]).save_pretrained(ast_dir)
+    w2v_config = Wav2Vec2Config(
+        hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=37, conv_dim=(32, 32),
+        conv_stride=(5, 4), conv_kernel=(10, 4), num_feat_extract_layers=2, id2label=labels,
+        label2id={v: k for k, v in labels.items()}, classifier_proj_size=16,
+    )
+    Wav2Vec2ForSequenceClassification(w2v_config).save_pretrained(w2v_dir)
+    Wav2Vec2FeatureExtractor().save_pretrained(w2v_dir)
+    script = tmp_path / "compare.py"
+    script.write_text(_COMPARE_PIPELINES)
+    outputs = {}
+    for mode in ("plain", "import"):
+        run = subprocess.run(
+            [sys.executable, str(script), mode, str(ast_dir), str(w2v_dir)],
+            cwd=tmp_path, capture_output=True, text=True, timeout=300,
+        )
+        assert run.returncode == 0, run.stderr[-3000:]
+        outputs[mode] = json.loads(run.stdout.strip().splitlines()[-1])
+    assert outputs["plain"] == outputs["import"]
+    for name in (str(ast_dir), str(w2v_dir)):
+        assert outputs["import"][name]["class"] == "AudioClassificationPipeline"
+        assert sum(tag["score"] for tag in outputs["import"][name]["tags"]) == pytest.approx(1.0, abs=1e-5)  # softmax
 
 
 # ---------------------------------------------------------------------------------------- remote code
@@ -411,16 +468,16 @@ _REMOTE_SCRIPT = textwrap.dedent(
     import numpy as np, torch
     from transformers import AutoModelForAudioClassification, pipeline
 
-    folder, features, wav = sys.argv[1], sys.argv[2], sys.argv[3]
+    folder, features, audio = sys.argv[1], sys.argv[2], sys.argv[3]
     model = AutoModelForAudioClassification.from_pretrained(folder, trust_remote_code=True).eval()
     with torch.no_grad():
         logits = model(torch.from_numpy(np.load(features))).logits
     tagger = pipeline("audio-classification", model=folder, trust_remote_code=True)
     print(json.dumps({
         "model_module": type(model).__module__,
-        "pipeline_module": type(tagger).__module__,
+        "pipeline_class": type(tagger).__name__,
         "logits": logits.tolist(),
-        "tags": tagger(wav, top_k=None),
+        "tags": tagger(np.load(audio), top_k=None),
         "hlp_in_sys_modules": any(name.startswith("hlp_audio") for name in sys.modules),
     }))
     """
@@ -431,27 +488,36 @@ _REMOTE_SCRIPT = textwrap.dedent(
 def test_remote_code_without_hlp_audio_installed(saved_dir, hlp_model, shared_data, tmp_path):
     from transformers import pipeline
 
+    from hlp_audio.audio_loading import load_audio
+
     features = _features(batch=2, seed=21)
     np.save(tmp_path / "features.npy", features.numpy())
     wav = shared_data / "models" / "efficientat_mn04_as" / "sample_audio" / "speech.wav"
+    audio = load_audio(wav, 16000)  # transformers' own pipeline needs ffmpeg for files: give it the array
+    np.save(tmp_path / "audio.npy", audio)
     script = tmp_path / "remote.py"
     script.write_text(_REMOTE_SCRIPT)
     env = dict(os.environ, HF_MODULES_CACHE=str(tmp_path / "modules"), PYTHONPATH="")
     result = subprocess.run(
-        [sys.executable, str(script), str(saved_dir), str(tmp_path / "features.npy"), str(wav)],
+        [sys.executable, str(script), str(saved_dir), str(tmp_path / "features.npy"), str(tmp_path / "audio.npy")],
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads(result.stdout.strip().splitlines()[-1])
     assert report["model_module"].startswith("transformers_modules.")
-    assert report["pipeline_module"].startswith("transformers_modules.")
+    assert report["pipeline_class"] == "AudioClassificationPipeline"
     assert not report["hlp_in_sys_modules"]
     with torch.no_grad():
         expected = hlp_model(features).logits
     assert torch.equal(torch.tensor(report["logits"]), expected)
-    local = pipeline("audio-classification", model=str(saved_dir))(str(wav), top_k=None)
-    assert [tag["label"] for tag in report["tags"]] == [tag["label"] for tag in local]
-    np.testing.assert_allclose([t["score"] for t in report["tags"]], [t["score"] for t in local], rtol=1e-6)
+    from hlp_audio import HLPAudioClassificationPipeline
+
+    local = pipeline("audio-classification", model=str(saved_dir), pipeline_class=HLPAudioClassificationPipeline)
+    tags = local(str(wav), top_k=None)  # the file, decoded and resampled by hlp-audio
+    scores = {tag["label"]: tag["score"] for tag in tags}
+    remote = {tag["label"]: tag["score"] for tag in report["tags"]}
+    assert remote.keys() == scores.keys() and all(0.0 <= value <= 1.0 for value in remote.values())  # sigmoid
+    np.testing.assert_allclose([remote[name] for name in scores], list(scores.values()), rtol=1e-5)
 
 
 # ---------------------------------------------------------------------------------------- model card

@@ -58,7 +58,7 @@ def test_propagation_stops_at_an_ambiguous_node():
 
 def test_parents_outside_the_label_set_do_not_count():
     # "b" has a labelled parent and a non-label parent with no labelled ancestor: still unique
-    onto = Ontology.from_parents(["a", "b"], {"b": ["a", "orphan"]})
+    onto = Ontology.from_parents(["a", "b"], {"b": ["a", "orphan"], "orphan": []})
     assert table_as_sets(onto)["b"] == {"a"}
     # two transparent routes to the same labelled parent count once
     onto = Ontology.from_parents(["a", "b"], {"b": ["x", "y"], "x": ["a"], "y": ["a"]})

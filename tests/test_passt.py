@@ -21,33 +21,30 @@ from pathlib import Path
 import pytest
 import torch
 
-from hlp_audio.modeling.modeling_passt import (
-    PASST_SIZES,
-    PaSSTBackbone,
-    default_passt_config,
-    passt_grid_size,
-)
+from hlp_audio.conversion import from_passt as convert_passt
+from hlp_audio.modeling.modeling_passt import PASST_SIZES, PaSSTBackbone, PaSSTConfig
+from hlp_audio.modeling.modeling_passt import passt_grid_size as _grid_size
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
 TOLERANCE = 1e-4
 
 
-def _load_script(name: str):
-    spec = importlib.util.spec_from_file_location(name, REPO_ROOT / "scripts" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module  # dataclasses resolve string annotations through sys.modules
-    spec.loader.exec_module(module)
-    return module
+def default_passt_config(size: str) -> dict:
+    """The full config dict of a named PaSST size."""
+    return PaSSTBackbone.default_config(size).to_dict()
 
 
-convert_passt = _load_script("convert_passt")
-bench_passt = _load_script("bench_passt")
+def make_backbone(config: dict, num_labels: int) -> PaSSTBackbone:
+    return PaSSTBackbone(PaSSTConfig.from_dict(config), num_labels)
+
+
+def passt_grid_size(config: dict):
+    return _grid_size(PaSSTConfig.from_dict(config))
 
 
 @pytest.fixture(scope="module")
 def reference():
     """``hear21passt.models.passt``, imported offline through a stand-in ``timm``."""
-    return bench_passt.import_hear21passt()
+    return convert_passt.import_hear21passt()
 
 
 def _run_reference(model, mel: torch.Tensor) -> torch.Tensor:
@@ -88,7 +85,7 @@ def _convert(reference_model, **config_overrides) -> PaSSTBackbone:
     base = {**default_passt_config("s"), **config_overrides}
     config = convert_passt.passt_config_from_state_dict(state_dict, base, num_attention_heads=4)
     num_labels = state_dict["classifier.dense.weight"].shape[0]
-    model = PaSSTBackbone(config, num_labels)
+    model = make_backbone(config, num_labels)
     model.load_state_dict(state_dict, strict=True)
     return model
 
@@ -119,7 +116,7 @@ def test_passt_s_matches_reference_get_model(reference, speech_mel):
     state_dict = convert_passt.convert_passt_state_dict(original.state_dict())
     config = convert_passt.passt_config_from_state_dict(state_dict)  # variant inferred from the 12 x 99 grid
     assert config == default_passt_config("s")
-    ours = PaSSTBackbone(config, 527)
+    ours = make_backbone(config, 527)
     ours.load_state_dict(state_dict, strict=True)
     ours.eval()
     # A 3 s excerpt of the real clip keeps this CPU test short; the full grid is covered by the strided tests.
@@ -189,7 +186,7 @@ def _sequence_lengths(model: PaSSTBackbone, mel: torch.Tensor) -> list[int]:
 
 def test_patchout_on_in_train_off_in_eval():
     config = {**default_passt_config("tiny"), "s_patchout_t": 3, "s_patchout_f": 4, "u_patchout": 5}
-    model = PaSSTBackbone(config, 4)
+    model = make_backbone(config, 4)
     mel = torch.randn(2, 128, 100)
     bands, columns = 12, 9  # (128 - 16) // 10 + 1, (100 - 16) // 10 + 1
 
@@ -210,7 +207,7 @@ def test_patchout_on_in_train_off_in_eval():
 def test_structured_patchout_drops_whole_frames_and_bands():
     """In train mode every kept token comes from a kept (band, column) pair of the grid, shared by the batch."""
     config = {**default_passt_config("tiny"), "s_patchout_t": 4, "s_patchout_f": 5, "u_patchout": 0}
-    model = PaSSTBackbone(config, 3).train()
+    model = make_backbone(config, 3).train()
     captured = []
     handle = model.layers[0].register_forward_pre_hook(lambda module, args: captured.append(args[0]))
     mel = torch.randn(2, 128, 100)
@@ -232,12 +229,12 @@ def test_structured_patchout_drops_whole_frames_and_bands():
 
 def test_patchout_never_drops_every_frame_of_a_short_input():
     config = {**default_passt_config("tiny"), "s_patchout_t": 40, "s_patchout_f": 20, "u_patchout": 10_000}
-    model = PaSSTBackbone(config, 3).train()
+    model = make_backbone(config, 3).train()
     assert _sequence_lengths(model, torch.randn(2, 128, 30)) == [2 + 1]
 
 
 def test_gradients_reach_every_parameter_in_training():
-    model = PaSSTBackbone(default_passt_config("tiny"), 5).train()
+    model = make_backbone(default_passt_config("tiny"), 5).train()
     loss = torch.nn.functional.binary_cross_entropy_with_logits(model(torch.randn(2, 128, 100)), torch.ones(2, 5))
     loss.backward()
     missing = [name for name, parameter in model.named_parameters() if parameter.grad is None]
@@ -256,19 +253,23 @@ def test_public_variant_grids():
     assert passt_grid_size(default_passt_config("passt-s-f128-20sec-p16-s10")) == (12, 200)
     assert default_passt_config("base") == default_passt_config("passt-s-f128-p16-s10")
     # Patchout defaults never drop a whole axis of the variant's grid.
-    for name, config in PASST_SIZES.items():
-        bands, columns = passt_grid_size(config)
-        assert config["s_patchout_f"] < bands and config["s_patchout_t"] < columns, name
+    for name, overrides in PASST_SIZES.items():
+        config = PaSSTConfig.from_dict(overrides)
+        bands, columns = _grid_size(config)
+        assert config.s_patchout_f < bands and config.s_patchout_t < columns, name
 
 
 def test_fresh_model_is_initialised():
-    model = PaSSTBackbone(default_passt_config("tiny"), 5)
+    from hlp_audio import HLPAudioConfig, HLPAudioForAudioClassification
+
+    config = HLPAudioConfig(num_labels=5, backbone_type="passt", backbone_config=default_passt_config("tiny"))
+    model = HLPAudioForAudioClassification(config).backbone  # initialised through the backbone's hook
     embeddings = model.embeddings
     for parameter in (embeddings.time_position_embeddings, embeddings.cls_token, model.layers[0].attention.qkv.weight):
         assert 0.005 < parameter.std().item() < 0.03
     assert torch.equal(model.layernorm.weight, torch.ones(32))
     assert torch.equal(model.classifier.dense.bias, torch.zeros(5))
-    assert isinstance(model.classifier.dense, torch.nn.Linear) and PaSSTBackbone.input_kind == "mel32k"
+    assert isinstance(model.classifier.dense, torch.nn.Linear) and (model.time_axis, model.freq_axis) == (2, 1)
 
 
 @pytest.mark.parametrize(
@@ -277,7 +278,7 @@ def test_fresh_model_is_initialised():
      ((2, 128, 10), r"at least patch_size=16 frames.*\(2, 128, 10\)")],
 )
 def test_bad_input_shape_is_named(shape, message):
-    model = PaSSTBackbone(default_passt_config("tiny"), 3)
+    model = make_backbone(default_passt_config("tiny"), 3)
     with pytest.raises(ValueError, match=message):
         model(torch.randn(shape))
 
@@ -285,7 +286,7 @@ def test_bad_input_shape_is_named(shape, message):
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [
-        ({"hiden_size": 32}, r"unknown PaSST backbone_config keys \['hiden_size'\]"),
+        ({"hiden_size": 32}, r"unknown PaSSTConfig keys \['hiden_size'\]"),
         ({"num_attention_heads": 5}, r"hidden_size \(32\) must be a multiple of num_attention_heads \(5\)"),
         ({"s_patchout_t": -1}, r"backbone_config\['s_patchout_t'\] must be a non-negative int, got -1"),
         ({"time_stride": 0}, r"backbone_config\['time_stride'\] must be positive"),
@@ -296,14 +297,14 @@ def test_bad_input_shape_is_named(shape, message):
 )
 def test_bad_config_is_named(overrides, message):
     with pytest.raises(ValueError, match=message):
-        PaSSTBackbone({**default_passt_config("tiny"), **overrides}, 3)
+        make_backbone({**default_passt_config("tiny"), **overrides}, 3)
 
 
 def test_unknown_size_and_bad_num_labels():
-    with pytest.raises(ValueError, match=r"unknown PaSST size 'huge'"):
+    with pytest.raises(ValueError, match=r"unknown passt size 'huge'"):
         default_passt_config("huge")
     with pytest.raises(ValueError, match=r"num_labels must be a positive int, got 0"):
-        PaSSTBackbone(default_passt_config("tiny"), 0)
+        make_backbone(default_passt_config("tiny"), 0)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -361,23 +362,22 @@ def converted_folder(reference, audioset_dir, shared_data, tmp_path_factory):
     speech = shared_data / "models" / "efficientat_mn04_as" / "sample_audio" / "speech.wav"
     out = folder / "converted"
     with contextlib.redirect_stdout(io.StringIO()) as printed:
-        code = convert_passt.main(
-            [str(checkpoint), "--out", str(out), "--num-attention-heads", "4", "--audioset-dir", str(audioset_dir),
-             "--check", str(speech)]
+        convert_passt.convert_passt(
+            checkpoint, out, num_attention_heads=4, audioset_dir=audioset_dir, check_files=[speech]
         )
-    assert code == 0
+    assert "reproduces the converted logits" in printed.getvalue()
     assert "speech.wav: " in printed.getvalue()
     card = (out / "README.md").read_text(encoding="utf-8")
     assert "PaSST passt-custom (patch 16, stride 10" in card and "s_patchout_t=40, s_patchout_f=4" in card
     return original, out
 
 
-def test_published_map_and_command_line_errors(tmp_path, capsys):
+def test_published_map_and_missing_files(tmp_path):
     assert convert_passt.published_map(Path("passt-s-f128-p16-s10-ap.476-swa.pt")) == 0.476
     assert convert_passt.published_map(Path("passt-l-kd-ap.47.pt")) == 0.47
     assert convert_passt.published_map(Path("my-passt.pt")) is None
-    assert convert_passt.main([str(tmp_path / "missing.pt"), "--out", str(tmp_path / "out")]) == 2
-    assert "missing.pt does not exist" in capsys.readouterr().err
+    with pytest.raises(FileNotFoundError, match="missing.pt does not exist"):
+        convert_passt.convert_passt(tmp_path / "missing.pt", tmp_path / "out")
 
 
 def test_converted_model_matches_reference_with_and_without_post_hlp(converted_folder, speech_mel, audioset_ontology):
@@ -412,21 +412,21 @@ def _check_top5(predictions, original, wav: Path, ontology) -> None:
     audio, rate = soundfile.read(wav, dtype="float32")
     mel = HLPAudioFeatureExtractor()(audio, sampling_rate=rate, return_tensors="pt")["input_values"]
     scores = torch.sigmoid(propagate_scores(_run_reference(original, mel), ontology))[0]
-    # Post-HLP makes a parent tie with its best child; the pipeline keeps tied classes in class order.
+    # Post-HLP makes a parent tie with its best child: compare the sets of labels, then the sorted scores.
     values, indices = scores.sort(descending=True, stable=True)
-    assert [p["label"] for p in predictions] == [ontology.id2label[int(index)] for index in indices[:5]]
+    assert {p["label"] for p in predictions} == {ontology.id2label[int(index)] for index in indices[:5]}
     torch.testing.assert_close(torch.tensor([p["score"] for p in predictions]), values[:5], atol=TOLERANCE, rtol=0)
 
 
 def test_converted_model_runs_through_pipeline(converted_folder, shared_data, audioset_ontology):
     from transformers import pipeline
 
-    from hlp_audio.transformers_integration import register_with_transformers
+    from hlp_audio import HLPAudioClassificationPipeline
 
     original, out = converted_folder
     wav = shared_data.joinpath(*TYPING_WAV)
-    register_with_transformers()
-    predictions = pipeline("audio-classification", model=str(out))(str(wav), top_k=5)
+    tagger = pipeline("audio-classification", model=str(out), pipeline_class=HLPAudioClassificationPipeline)
+    predictions = tagger(str(wav), top_k=5)
     _check_top5(predictions, original, wav, audioset_ontology)
 
 
@@ -446,11 +446,13 @@ class BlockHLPAudio:
         if name.split(".")[0] == "hlp_audio":
             raise ImportError("hlp_audio is blocked in this test")
 sys.meta_path.insert(0, BlockHLPAudio())
+import soundfile
 from transformers import pipeline
 tagger = pipeline("audio-classification", model={str(out)!r}, trust_remote_code=True)
 backbone = type(tagger.model.backbone)
+audio, rate = soundfile.read({str(wav)!r}, dtype="float32")  # transformers' own pipeline needs ffmpeg for paths
 print(json.dumps({{"module": backbone.__module__, "name": backbone.__name__,
-                   "predictions": tagger({str(wav)!r}, top_k=5)}}))
+                   "predictions": tagger(audio, top_k=5)}}))
 """
     environment = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_HOME": str(out.parent / "hf")}
     completed = subprocess.run(
@@ -463,8 +465,7 @@ print(json.dumps({{"module": backbone.__module__, "name": backbone.__name__,
 
 
 def test_wrapper_round_trip_gradient_checkpointing_and_linear_probing(audioset_ontology, tmp_path):
-    from hlp_audio.modeling.configuration_hlp_audio import HLPAudioConfig
-    from hlp_audio.modeling.modeling_hlp_audio import HLPAudioForAudioClassification
+    from hlp_audio import HLPAudioConfig, HLPAudioForAudioClassification
 
     config = HLPAudioConfig(
         ontology=audioset_ontology.to_dict(), backbone_type="passt", backbone_config=default_passt_config("tiny")

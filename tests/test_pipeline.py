@@ -10,20 +10,14 @@ import soxr
 import torch
 from transformers import ASTConfig, ASTFeatureExtractor, ASTForAudioClassification, pipeline
 
+from hlp_audio import HLPAudioClassificationPipeline
+from hlp_audio.audio_loading import AudioLoadingError
 from hlp_audio.cli import main as cli_main
-from hlp_audio.modeling.audio_loading import AudioLoadingError
-from hlp_audio.modeling.modeling_ast_backbone import AST_SIZES
-from hlp_audio.modeling.modeling_hlp_audio import HLPAudioForAudioClassification
-from hlp_audio.modeling.pipeline_hlp_audio import HLPAudioClassificationPipeline
-from hlp_audio.transformers_integration import register_with_transformers
+from hlp_audio.conversion import hlp_tagger_from_ast
+from hlp_audio.modeling.modeling_ast_backbone import ASTBackbone
 
-TINY = AST_SIZES["tiny"]
+TINY = ASTBackbone.default_config("tiny").to_dict()
 SAMPLES = ("speech.wav", "music.wav", "typing.wav")  # real 10 s, 32 kHz, mono recordings
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _registered():
-    assert register_with_transformers()
 
 
 @pytest.fixture(scope="module")
@@ -41,14 +35,14 @@ def model_dir(audioset_ontology, tmp_path_factory):
     names = dict(enumerate(audioset_ontology.names))
     ast = ASTForAudioClassification(ASTConfig(**TINY, id2label=names, label2id={n: i for i, n in names.items()}))
     folder = tmp_path_factory.mktemp("hlp_pipeline_model")
-    HLPAudioForAudioClassification.from_ast(ast.eval(), audioset_ontology).save_pretrained(folder)
+    hlp_tagger_from_ast(ast.eval(), audioset_ontology).save_pretrained(folder)
     _tiny_extractor().save_pretrained(folder)
     return folder
 
 
 @pytest.fixture(scope="module")
 def tagger(model_dir):
-    return pipeline("audio-classification", model=str(model_dir))
+    return pipeline("audio-classification", model=str(model_dir), pipeline_class=HLPAudioClassificationPipeline)
 
 
 @pytest.fixture()
@@ -137,7 +131,7 @@ def test_top_k_and_function_to_apply(tagger, model_dir, sample_dir):
     assert len(tagger(path)) == 5  # the default, also when top_k is not passed at call time
     assert tagger(path, top_k=3) == everything[:3]
     assert len(tagger(path, top_k=10_000)) == 527
-    assert len(pipeline("audio-classification", model=str(model_dir), top_k=2)(path)) == 2
+    assert len(pipeline("audio-classification", model=str(model_dir), top_k=2, pipeline_class=HLPAudioClassificationPipeline)(path)) == 2
     for bad in (0, -1, 2.5, "3", True):
         with pytest.raises(ValueError, match="top_k must be a positive int or None"):
             tagger(path, top_k=bad)
@@ -184,7 +178,7 @@ def test_bad_inputs_get_clear_errors(tagger, tmp_path):
 
 
 def test_bfloat16_pipeline(model_dir, sample_dir, audioset_ontology):
-    tagger = pipeline("audio-classification", model=str(model_dir), dtype=torch.bfloat16)
+    tagger = pipeline("audio-classification", model=str(model_dir), dtype=torch.bfloat16, pipeline_class=HLPAudioClassificationPipeline)
     assert tagger.model.dtype == torch.bfloat16
     scores = _scores(tagger(str(sample_dir / "typing.wav"), top_k=None))
     names = audioset_ontology.names

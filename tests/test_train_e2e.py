@@ -8,7 +8,6 @@ boundary; the resumed run must end with exactly the same weights and metrics.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
@@ -18,14 +17,8 @@ from safetensors.torch import load_file
 
 from training_helpers import make_corpus, tone_noise_ontology
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-
-
-def load_script(name: str):
-    spec = importlib.util.spec_from_file_location(f"hlp_audio_script_{name}", REPO_ROOT / "scripts" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from hlp_audio.training import build_evaluate_parser, evaluate_model, parse_train_args, train
+from hlp_audio.training.trainer import changed_recipe, find_checkpoint
 
 
 def reset_accelerate_state() -> None:
@@ -95,7 +88,7 @@ def train_args(corpus, output_dir, *extra):
 
 def run_train(argv):
     reset_accelerate_state()
-    return load_script("train").main(argv)
+    return train(parse_train_args(argv))
 
 
 @pytest.fixture(scope="module")
@@ -146,9 +139,9 @@ def test_best_model_reloads_and_matches_its_recorded_metrics(full_run, corpus):
     assert Ontology.from_dict(model.config.ontology) == tone_noise_ontology()
     # evaluate_model.py recomputes the same figures from the saved model and the audio files
     reset_accelerate_state()
-    evaluation = load_script("evaluate_model").main(
+    evaluation = evaluate_model(build_evaluate_parser().parse_args(
         [str(best), str(corpus["eval"]), "--out", str(output_dir / "evaluation"), "--clip-seconds", "1.0", "--num-workers", "0", "--no-progress"]
-    )
+    ))
     for key in ("map", "map_post", "map_hlp", "map_hlp_post", "auc"):
         assert evaluation[key] == pytest.approx(recorded[key], abs=1e-6)
     written = json.loads((output_dir / "evaluation" / "metrics.json").read_text())
@@ -183,16 +176,18 @@ def test_push_to_hub_flag_uploads_one_commit_with_card(full_run):
     assert pushed.keys() == weights.keys() and all(torch.equal(pushed[k], weights[k]) for k in weights)
 
 
-def test_push_to_hub_script_with_a_fake_api(full_run, tmp_path):
+def test_publish_model_with_a_fake_api(full_run, tmp_path):
+    from hlp_audio.hub import prepare_hub_folder, publish_model
+
     output_dir, _, _ = full_run
-    script = load_script("push_to_hub")
     api = FakeHfApi()
-    assert script.main([str(output_dir / "best"), "me/other", "--private", "--base-model", "me/base"], api=api) == 0
+    publish_model(output_dir / "best", "me/other", private=True, base_model="me/base", api=api)
     assert api.created[0]["private"] is True and len(api.uploads) == 1
     assert "base_model: me/base" in api.uploads[0]["files"]["README.md"].decode()
-    assert script.main([str(output_dir / "best"), "me/other", "--dry-run", str(tmp_path / "repo")]) == 0
+    prepare_hub_folder(output_dir / "best", tmp_path / "repo", repo_id="me/other")
     assert (tmp_path / "repo" / "README.md").is_file() and (tmp_path / "repo" / "model.safetensors").is_file()
-    assert script.main([str(tmp_path / "nothing"), "me/other"], api=api) == 2
+    with pytest.raises(FileNotFoundError, match="is not a saved model folder"):
+        publish_model(tmp_path / "nothing", "me/other", api=api)
 
 
 def test_interrupted_run_resumes_to_the_same_weights(full_run, corpus, tmp_path):
@@ -233,7 +228,7 @@ def test_linear_probing_trains_the_head_only(corpus, tmp_path):
 
 
 def _debug_worker(argv):
-    load_script("train").main(argv)
+    train(parse_train_args(argv))
 
 
 @pytest.mark.slow
@@ -271,7 +266,6 @@ def test_two_processes_with_debug_launcher(corpus, tmp_path):
 
 
 def test_command_line_errors_and_recipe_changes(tmp_path, capsys):
-    script = load_script("train")
     base = ["--train-manifest", "t.csv", "--output-dir", str(tmp_path)]
     for argv, message in [
         (base, "--model-name-or-path, or --backbone-type and --backbone-size"),
@@ -281,16 +275,16 @@ def test_command_line_errors_and_recipe_changes(tmp_path, capsys):
         (base + ["--model-name-or-path", "m", "--backbone-size", "tiny"], "--backbone-size is for training from scratch"),
     ]:
         with pytest.raises(SystemExit):
-            script.parse_args(argv)
+            parse_train_args(argv)
         assert message in capsys.readouterr().err
-    args = script.parse_args(base + ["--backbone-type", "passt", "--backbone-size", "tiny", "--s-patchout-t", "5"])
+    args = parse_train_args(base + ["--backbone-type", "passt", "--backbone-size", "tiny", "--s-patchout-t", "5"])
     assert args.backbone_config == {"s_patchout_t": 5} and args.eval_batch_size == args.batch_size
     saved = tmp_path / "training_args.json"
     saved.write_text(json.dumps({"lr": 1e-4, "seed": 0, "num_workers": 4, "resume": None}))
-    assert script.changed_recipe(saved, {"lr": 1e-4, "seed": 0, "num_workers": 8, "resume": "latest"}) == []
-    assert script.changed_recipe(saved, {"lr": 2e-4, "seed": 0}) == [("lr", 1e-4, 2e-4)]
+    assert changed_recipe(saved, {"lr": 1e-4, "seed": 0, "num_workers": 8, "resume": "latest"}) == []
+    assert changed_recipe(saved, {"lr": 2e-4, "seed": 0}) == [("lr", 1e-4, 2e-4)]
     with pytest.raises(FileNotFoundError, match="no checkpoint"):
-        script.find_checkpoint(tmp_path, "latest")
+        find_checkpoint(tmp_path, "latest")
 
 
 @pytest.mark.parametrize(
@@ -314,17 +308,12 @@ def test_other_backbones_train_from_scratch(corpus, tmp_path, backbone, extra):
 def test_fine_tune_the_real_mn04_checkpoint_with_a_new_label_set(corpus, shared_data, audioset_ontology, tmp_path):
     """Initialise from a converted checkpoint (EfficientAT mn04, AudioSet): the 6-class head is new, and
     linear probing leaves the converted body untouched."""
-    from hlp_audio.modeling.configuration_hlp_audio import HLPAudioConfig
-    from hlp_audio.modeling.feature_extraction_hlp_audio import HLPAudioFeatureExtractor
-    from hlp_audio.modeling.modeling_efficientat import convert_original_state_dict, default_efficientat_config
-    from hlp_audio.modeling.modeling_hlp_audio import HLPAudioForAudioClassification
+    from hlp_audio import HLPAudioForAudioClassification
+    from hlp_audio.conversion import convert_efficientat
 
-    original = torch.load(shared_data / "models" / "efficientat_mn04_as" / "mn04_as_mAP_432.pt", map_location="cpu", weights_only=True)
-    config = HLPAudioConfig(ontology=audioset_ontology.to_dict(), backbone_type="efficientat", backbone_config=default_efficientat_config("mn04"))
-    converted = HLPAudioForAudioClassification(config)
-    converted.backbone.load_state_dict(convert_original_state_dict(original, converted.backbone), strict=True)
-    converted.save_pretrained(tmp_path / "mn04")
-    HLPAudioFeatureExtractor().save_pretrained(tmp_path / "mn04")
+    checkpoint = shared_data / "models" / "efficientat_mn04_as" / "mn04_as_mAP_432.pt"
+    convert_efficientat(checkpoint, 0.4, tmp_path / "mn04", audioset_dir=shared_data / "audioset")
+    converted = HLPAudioForAudioClassification.from_pretrained(tmp_path / "mn04")
 
     argv = train_args(corpus, tmp_path / "run", "--epochs", "1", "--report-to", "none", "--freeze-body")
     at = argv.index("--backbone-type")

@@ -58,14 +58,18 @@ def test_csv_manifest_with_ids_resolves_paths_and_labels(ontology, corpus):
     assert [sorted(row) for row in manifest.labels.to_pylist()] == expected
 
 
-def test_csv_manifest_names_indices_audio_root_and_empty_labels(ontology, tmp_path):
-    path = _write_csv(
-        tmp_path / "m.csv",
-        'audio,labels\na.wav,"Low tone, Tone"\n/abs/b.wav,4\nc.wav,""\nd.wav,"2,0,"\n',
-    )
-    manifest = read_manifest(path, ontology, audio_root="/data")
-    assert manifest.audio.to_pylist() == ["/data/a.wav", "/abs/b.wav", "/data/c.wav", "/data/d.wav"]
-    assert manifest.labels.to_pylist() == [[1, 0], [4], [], [2, 0]]
+def test_csv_manifest_label_forms_audio_root_and_empty_labels(ontology, tmp_path):
+    """One form per column, as for every entry point: ids by default, names or indices when declared."""
+    ids = _write_csv(tmp_path / "ids.csv", 'audio,labels\na.wav,"low_tone, tone"\n/abs/b.wav,white_noise\nc.wav,""\n')
+    manifest = read_manifest(ids, ontology, audio_root="/data")
+    assert manifest.audio.to_pylist() == ["/data/a.wav", "/abs/b.wav", "/data/c.wav"]
+    assert manifest.labels.to_pylist() == [[1, 0], [4], []]
+    names = _write_csv(tmp_path / "names.csv", 'audio,labels\na.wav,"Low tone, Tone"\n')
+    assert read_manifest(names, ontology, label_format="names").labels.to_pylist() == [[1, 0]]
+    with pytest.raises(ManifestError, match=r"unknown label 'Low tone'.*display name: pass label_format='names'"):
+        read_manifest(names, ontology)
+    indices = _write_csv(tmp_path / "indices.csv", 'audio,labels\na.wav,4\nd.wav,"2,0,"\n')
+    assert read_manifest(indices, ontology, label_format="indices").labels.to_pylist() == [[4], [2, 0]]
 
 
 def test_tsv_and_custom_separator(ontology, tmp_path):
@@ -75,10 +79,15 @@ def test_tsv_and_custom_separator(ontology, tmp_path):
 
 
 def test_parquet_manifest_with_lists(ontology, tmp_path):
-    table = pa.table({"file": ["x.wav", "y.wav"], "labels": [["white_noise", "noise"], ["High tone"]]})
+    table = pa.table({"file": ["x.wav", "y.wav"], "labels": [["white_noise", "noise"], ["high_tone"]]})
     pq.write_table(table, tmp_path / "m.parquet")
     manifest = read_manifest(tmp_path / "m.parquet", ontology, audio_column="file")
     assert manifest.labels.to_pylist() == [[4, 3], [2]]
+    dense = np.zeros((2, 6), np.int8)
+    dense[0, [4, 3]] = dense[1, 2] = 1
+    table = pa.table({"audio": ["x.wav", "y.wav"], "labels": pa.array(list(dense), pa.list_(pa.int8(), 6))})
+    pq.write_table(table, tmp_path / "hot.parquet")  # fixed-length integer lists: multi-hot
+    assert read_manifest(tmp_path / "hot.parquet", ontology).labels.to_pylist() == [[3, 4], [2]]
     table = pa.table({"audio": ["x.wav", "y.wav"], "labels": pa.array([[5], [0, 1]], pa.list_(pa.int64()))})
     pq.write_table(table, tmp_path / "n.parquet")
     assert read_manifest(tmp_path / "n.parquet", ontology).labels.to_pylist() == [[5], [0, 1]]
@@ -134,8 +143,8 @@ def test_manifest_on_real_audioset_labels(audioset_ontology, audioset_dir, tmp_p
 @pytest.mark.parametrize(
     "text, kwargs, message",
     [
-        ("audio,labels\na.wav,tone\nb.wav,purr\n", {}, r"m\.csv, row 1 \(line 3\): unknown label 'purr'"),
-        ("audio,labels\na.wav,tone\nb.wav,\"1,9\"\n", {}, r"row 1 \(line 3\): class index 9 is outside \[0, 6\)"),
+        ("audio,labels\na.wav,tone\nb.wav,purr\n", {}, r"m\.csv, column 'labels', row 1 \(line 3\): unknown label 'purr'"),
+        ("audio,labels\na.wav,0\nb.wav,\"1,9\"\n", {"label_format": "indices"}, r"row 1 \(line 3\): class index 9 is outside \[0, 6\)"),
         ("audio,labels\n,tone\n", {}, r"row 0 \(line 2\): empty audio path"),
         ("path,labels\na.wav,tone\n", {}, r"no column 'audio'; columns are \['path', 'labels'\]"),
         ("audio,labels\na.wav,tone\n", {"labels_column": "tags"}, r"no column 'tags'"),
@@ -154,7 +163,7 @@ def test_manifest_errors_other_sources(ontology, tmp_path):
     with pytest.raises(ManifestError, match="unknown manifest type"):
         read_manifest(tmp_path / "m.json", ontology)
     pq.write_table(pa.table({"audio": ["a", "b"], "labels": pa.array([[1], [0, -2]], pa.list_(pa.int64()))}), tmp_path / "n.parquet")
-    with pytest.raises(ManifestError, match=r"n\.parquet, row 1: class index -2"):
+    with pytest.raises(ManifestError, match=r"n\.parquet, column 'labels', row 1: class index -2"):
         read_manifest(tmp_path / "n.parquet", ontology)
     pq.write_table(pa.table({"audio": ["a", "b"], "labels": pa.array([[1], None], pa.list_(pa.int64()))}), tmp_path / "o.parquet")
     with pytest.raises(ManifestError, match=r"o\.parquet, row 1: missing labels"):
@@ -378,7 +387,8 @@ def test_warmup_cosine_schedule_follows_the_formula():
 def test_kaldi_fbank_front_end_matches_ast_feature_extractor():
     from transformers import ASTFeatureExtractor
 
-    from hlp_audio.training import KaldiFbankFrontEnd, build_front_end
+    from hlp_audio.modeling.front_ends import KaldiFbankFrontEnd
+    from hlp_audio.modeling.modeling_ast_backbone import ASTBackbone
 
     rng = np.random.default_rng(0)
     t = np.arange(16000 * 3) / 16000
@@ -388,34 +398,36 @@ def test_kaldi_fbank_front_end_matches_ast_feature_extractor():
     ])
     for extractor in (ASTFeatureExtractor(), ASTFeatureExtractor(num_mel_bins=32, max_length=64)):
         expected = extractor(list(clips), sampling_rate=16000, return_tensors="np")["input_values"]
-        front_end = build_front_end(extractor)
+        front_end = ASTBackbone.build_front_end(extractor)
         assert isinstance(front_end, KaldiFbankFrontEnd)
         actual = front_end(torch.from_numpy(clips)).numpy()
         assert actual.shape == expected.shape  # padded to 1024 frames / truncated to 64
         np.testing.assert_allclose(actual, expected, atol=5e-4)
     with pytest.raises(ValueError, match="at least 400 samples"):
         KaldiFbankFrontEnd()(torch.zeros(2, 100))
-    with pytest.raises(TypeError, match="no batched front end"):
-        build_front_end(object())
+    with pytest.raises(TypeError, match="an AST backbone takes ASTFeatureExtractor features, got object"):
+        ASTBackbone.build_front_end(object())
 
 
 def test_mel_front_end_comes_from_the_hlp_feature_extractor():
-    from hlp_audio.modeling.feature_extraction_hlp_audio import HLPAudioFeatureExtractor
+    from hlp_audio import HLPAudioConfig, HLPAudioFeatureExtractor
+    from hlp_audio.modeling.modeling_efficientat import EfficientATBackbone
     from hlp_audio.training import build_front_end
 
     extractor = HLPAudioFeatureExtractor(num_mel_bins=16)
     waves = torch.randn(3, 32000)
     expected = extractor(list(waves.numpy()), sampling_rate=32000, return_tensors="pt")["input_values"]
-    torch.testing.assert_close(build_front_end(extractor)(waves), expected)
+    config = HLPAudioConfig(num_labels=2, backbone_type="efficientat", backbone_config=EfficientATBackbone.default_config("tiny").to_dict())
+    torch.testing.assert_close(build_front_end(config, extractor)(waves), expected)
 
 
 # ------------------------------------------------------------------------------------ models
 def test_build_model_from_scratch_and_from_a_checkpoint_with_a_new_label_set(ontology, tmp_path):
     from hlp_audio import Ontology
-    from hlp_audio.training import build_model, input_kind
+    from hlp_audio.training import build_model, feature_axes
 
     model, extractor, same = build_model(ontology=ontology, backbone_type="ast", backbone_size="tiny", hlp_targets=True)
-    assert same is ontology and input_kind(model.config) == "ast_fbank"
+    assert same is ontology and feature_axes(model) == (1, 2)  # (batch, time, mel)
     assert (extractor.num_mel_bins, extractor.max_length) == (32, 64)
     assert model.config.hlp_targets and model.config.post_hlp
     model.save_pretrained(tmp_path / "m")
@@ -446,7 +458,7 @@ def test_predict_returns_logits_before_post_hlp_and_restores_the_flag(ontology, 
     manifest = read_manifest(manifest_path, ontology)
     dataset = AudioClipDataset(manifest, sampling_rate=32000, clip_seconds=0.5)
     loader = torch.utils.data.DataLoader(dataset, batch_size=3)
-    front_end = build_front_end(extractor)
+    front_end = build_front_end(model, extractor)
     model.train()
     logits, targets = predict(model, loader, front_end)
     assert model.training and model.config.post_hlp  # both restored
@@ -465,12 +477,12 @@ def test_evaluation_metrics_against_sklearn(ontology):
     from sklearn.metrics import average_precision_score
 
     from hlp_audio import propagate_scores
-    from hlp_audio.training import evaluation_metrics
+    from hlp_audio.metrics import compute_hierarchical_map
 
     rng = np.random.default_rng(1)
     labels = (rng.random((40, 6)) < 0.3).astype(np.float32)
     logits = rng.standard_normal((40, 6)).astype(np.float32) + 2 * labels
-    result = evaluation_metrics(logits, labels, ontology)
+    result = compute_hierarchical_map(logits, labels, ontology)
     hlp_labels = propagate_labels(labels, ontology)
     post = propagate_scores(logits, ontology)
     for key, (y, s) in {"map": (labels, logits), "map_hlp": (hlp_labels, logits), "map_post": (labels, post), "map_hlp_post": (hlp_labels, post)}.items():
@@ -510,7 +522,8 @@ def test_publish_an_audioset_model_renders_the_card_with_attribution(audioset_on
     import json
 
     from hlp_audio.modeling.modeling_hlp_audio import HLPAudioForAudioClassification
-    from hlp_audio.training import build_model, publish_model
+    from hlp_audio.hub import publish_model
+    from hlp_audio.training import build_model
 
     model, extractor, _ = build_model(ontology=audioset_ontology, backbone_type="efficientat", backbone_size="tiny", hlp_targets=True)
     folder = tmp_path / "best"
@@ -551,7 +564,7 @@ def test_manifest_from_load_audioset_with_audio_files(audioset_ontology, audiose
     import warnings
 
     from hlp_audio import read_segments
-    from hlp_audio.datasets_integration import load_audioset
+    from hlp_audio import load_audioset
 
     segments = read_segments(audioset_dir / "eval_segments.csv", audioset_ontology)
     chosen = [5, 17, 1000]

@@ -1,24 +1,37 @@
-"""hlp-audio: Hierarchical Label Propagation for audio tagging.
+"""hlp-audio: Hierarchical Label Propagation (HLP) for audio tagging in the Hugging Face ecosystem.
 
-The core (``Ontology``, ``propagate_labels``, ``propagate_scores``, AudioSet metadata) needs only
-numpy, pyarrow and torch. The Hugging Face integrations are thin layers on it, imported lazily on
-first use of their names (``hlp_propagate``, ``load_audioset``, ...).
+The core (``Ontology``, ``propagate_labels``, ``propagate_scores``, ``compute_hierarchical_map``,
+the AudioSet metadata readers) needs only numpy, pyarrow and torch. The Hugging Face integrations
+are thin layers on it; their names are imported on first use:
+
+- datasets: ``hlp_propagate`` (a ``Dataset.map`` function), ``load_audioset``;
+- transformers: ``HLPAudioConfig``, ``HLPAudioForAudioClassification``, ``HLPAudioFeatureExtractor``,
+  ``HLPAudioClassificationPipeline``;
+- evaluate: ``evaluate.load("hierarchical_map")``.
+
+Importing the package registers the tagger with transformers' Auto classes and the metric with
+evaluate, where those are installed: see :mod:`hlp_audio.registration`, the one place that does it.
 """
 
 import importlib
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 from .audioset import AudioSetFileError, Segments, load_segments, read_segments, resolve_file
+from .labels import HLPInputError
+from .metrics import compute_hierarchical_map
 from .ontology import Ontology, OntologyError
-from .propagation import HLPInputError, propagate_labels, propagate_scores
+from .propagation import propagate_labels, propagate_scores
 
-# name -> submodule that defines it; imported on first attribute access (PEP 562)
+# name -> submodule that defines it, imported on first attribute access (PEP 562)
 _LAZY_EXPORTS = {
-    "hlp_propagate": "datasets_integration",
-    "register_with_transformers": "transformers_integration",
-    "HLPPropagate": "datasets_integration",
-    "load_audioset": "datasets_integration",
+    "hlp_propagate": "datasets_map",
+    "HLPPropagate": "datasets_map",
+    "load_audioset": "audioset_dataset",
+    "HLPAudioConfig": "modeling.configuration_hlp_audio",
+    "HLPAudioForAudioClassification": "modeling.modeling_hlp_audio",
+    "HLPAudioFeatureExtractor": "modeling.feature_extraction_hlp_audio",
+    "HLPAudioClassificationPipeline": "pipeline",
 }
 
 __all__ = [
@@ -26,10 +39,11 @@ __all__ = [
     "Ontology",
     "OntologyError",
     "HLPInputError",
-    "AudioSetFileError",
-    "Segments",
     "propagate_labels",
     "propagate_scores",
+    "compute_hierarchical_map",
+    "AudioSetFileError",
+    "Segments",
     "read_segments",
     "load_segments",
     "resolve_file",
@@ -37,7 +51,7 @@ __all__ = [
 ]
 
 
-def __getattr__(name):  # noqa: E302
+def __getattr__(name):
     if name in _LAZY_EXPORTS:
         value = getattr(importlib.import_module(f".{_LAZY_EXPORTS[name]}", __name__), name)
         globals()[name] = value
@@ -49,8 +63,6 @@ def __dir__():
     return sorted(set(globals()) | set(__all__))
 
 
-from .transformers_integration import register_when_transformers_is_imported  # noqa: E402
+from .registration import register  # noqa: E402
 
-# Auto classes + the audio-classification pipeline know HLP taggers as soon as transformers is
-# imported (now if it already is); importing hlp_audio alone does not import transformers.
-register_when_transformers_is_imported()
+register()

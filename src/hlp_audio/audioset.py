@@ -25,6 +25,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from .labels import LabelEncoder, LabelError
+
 __all__ = [
     "AUDIOSET_FILES",
     "SPLITS",
@@ -294,15 +296,14 @@ class Segments:
         return len(self.labels.values)
 
 
-def read_segments(path: PathLike, label_index: Union[Dict[str, int], "object"]) -> Segments:
+def read_segments(path: PathLike, ontology) -> Segments:
     """Read a Google segment CSV (``.csv`` or ``.csv.gz``).
 
     Format: comment lines starting with ``#``, then ``YTID, start, end, "mid1,mid2"``. The parse is
     vectorised with Arrow compute kernels; on any malformed row the file and line are reported.
-    ``label_index`` maps mid -> class index (an :class:`~hlp_audio.Ontology` works too).
+    Labels are class ids (mids) of ``ontology`` (an :class:`~hlp_audio.Ontology`).
     """
-    if hasattr(label_index, "label2id"):
-        label_index = label_index.label2id
+    encoder = getattr(ontology, "label_encoder", None) or LabelEncoder(ontology)
     data = _read_bytes(path)
     try:
         text = data.decode("utf-8")
@@ -339,20 +340,12 @@ def read_segments(path: PathLike, label_index: Union[Dict[str, int], "object"]) 
         )
     inner = pc.utf8_slice_codeunits(raw_labels, 1, -1)
     mids = pc.split_pattern(inner, ",")
-    flat = pc.utf8_trim_whitespace(pc.list_flatten(mids))
-    vocabulary = pa.array(list(label_index.keys()), pa.string())
-    positions = pc.index_in(flat, value_set=vocabulary)
-    if positions.null_count:
-        bad_value = int(np.flatnonzero(positions.is_null().to_numpy(zero_copy_only=False))[0])
-        row = int(pc.list_parent_indices(mids).to_numpy()[bad_value])
-        label = flat[bad_value].as_py()
-        what = "an empty label" if label == "" else f"label {label!r}, which is not in the label set"
-        raise AudioSetFileError(f"{path}, line {line_numbers[row]}: {what} ({len(label_index)} classes)")
-    class_of_position = np.asarray(list(label_index.values()), dtype=np.int32)
-    values = class_of_position[positions.to_numpy(zero_copy_only=False)]
-    offsets = mids.offsets.to_numpy()
-    offsets = (offsets - offsets[0]).astype(np.int32)
-    labels = pa.ListArray.from_arrays(pa.array(offsets), pa.array(values, pa.int32()))
+    mids = pa.ListArray.from_arrays(mids.offsets, pc.utf8_trim_whitespace(mids.values))
+    try:
+        offsets, values = encoder.to_indices(mids, "ids")
+    except LabelError as err:
+        raise AudioSetFileError(f"{path}, line {line_numbers[err.row]}: {err.detail}") from None
+    labels = pa.ListArray.from_arrays(pa.array(offsets.astype(np.int32)), pa.array(values.astype(np.int32)))
     bad_span = end < start
     if bad_span.any():
         bad = int(np.flatnonzero(bad_span)[0])
@@ -379,17 +372,13 @@ def _parse_seconds(path, fields, position, line_numbers, rows) -> np.ndarray:
 
 
 def load_segments(
-    splits: Optional[Sequence[str]] = None,
-    ontology=None,
+    splits: Optional[Sequence[str]],
+    ontology,
     *,
     audioset_dir: Optional[PathLike] = None,
     paths: Optional[Dict[str, PathLike]] = None,
 ) -> Dict[str, Segments]:
-    """Read the segment CSVs of the named splits (default: all three) against an ontology."""
-    from .ontology import Ontology
-
-    if ontology is None:
-        ontology = Ontology.from_audioset(audioset_dir=audioset_dir)
+    """Read the segment CSVs of the named splits (``None``: all three) against an ontology."""
     splits = list(SPLITS) if splits is None else list(splits)
     paths = dict(paths or {})
     result = {}

@@ -66,27 +66,26 @@ def _add_tag(subparsers) -> None:
 
 
 def _run_tag(args) -> int:
-    from .modeling.audio_loading import AudioLoadingError
-    from .modeling.pipeline_hlp_audio import is_hlp_audio_model
-    from .transformers_integration import register_with_transformers
+    from transformers import AutoConfig, pipeline
+
+    from .audio_loading import AudioLoadingError
+    from .pipeline import HLP_AUDIO_MODEL_TYPE, HLPAudioClassificationPipeline
 
     if args.top_k < 1:
         print(f"hlp-audio tag: error: --top-k must be >= 1, got {args.top_k}", file=sys.stderr)
         return 2
-    register_with_transformers()
-    from transformers import pipeline
-
     try:
-        tagger = pipeline("audio-classification", model=args.model)
+        model_type = AutoConfig.from_pretrained(args.model).model_type
+        if model_type != HLP_AUDIO_MODEL_TYPE:
+            print(
+                f"hlp-audio tag: error: {args.model} is not an HLP tagger "
+                f"(model_type {model_type!r}, expected {HLP_AUDIO_MODEL_TYPE!r})",
+                file=sys.stderr,
+            )
+            return 2
+        tagger = pipeline("audio-classification", model=args.model, pipeline_class=HLPAudioClassificationPipeline)
     except (OSError, ValueError) as err:
         print(f"hlp-audio tag: error: cannot load the model {args.model}: {err}", file=sys.stderr)
-        return 2
-    if not is_hlp_audio_model(tagger.model):
-        print(
-            f"hlp-audio tag: error: {args.model} is not an HLP tagger "
-            f"(model_type {tagger.model.config.model_type!r}, expected 'hlp_audio')",
-            file=sys.stderr,
-        )
         return 2
     if args.no_post_hlp:
         tagger.model.config.post_hlp = False

@@ -16,7 +16,17 @@ from typing import Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from .modeling.hierarchy_ops import ONTOLOGY_FORMAT, ancestor_pairs, check_hierarchy, check_ontology_dict, unique_parent_array
+from .audioset import read_class_labels, read_ontology_json, resolve_file
+from .labels import LabelEncoder
+from .modeling.hierarchy_ops import (
+    ONTOLOGY_FORMAT,
+    AncestorBitsets,
+    AncestorMax,
+    ancestor_pairs,
+    check_hierarchy,
+    check_ontology_dict,
+    unique_parent_array,
+)
 
 __all__ = ["Ontology", "OntologyError"]
 
@@ -66,8 +76,10 @@ class Ontology:
         """Build from any hierarchy given as ``child id -> parent ids``.
 
         ``labels`` are the class ids in index order. ``parents`` may mention ids that are not
-        labels (they are transparent: their own parents are looked through) and may omit ids that
-        have no parent. ``names`` is a list in label order or a mapping id -> name.
+        labels (they are transparent: their own parents are looked through), which must then be keys
+        of ``parents`` themselves (with an empty list for a root): a parent id that is neither a label
+        nor a key is an error, not a silently vanishing edge. ``parents`` may omit labels that have
+        no parent. ``names`` is a list in label order or a mapping id -> name.
         """
         labels = [str(label) for label in labels]
         parent_map: Dict[str, Tuple[str, ...]] = {}
@@ -100,8 +112,6 @@ class Ontology:
         Files are found as in :func:`hlp_audio.audioset.resolve_file`: explicit paths, then
         ``audioset_dir``, then ``$HLP_AUDIOSET_DIR``, then a verified download into the cache.
         """
-        from .audioset import read_class_labels, read_ontology_json, resolve_file
-
         ontology_path = resolve_file("ontology.json", ontology_json, audioset_dir=audioset_dir)
         labels_path = resolve_file("class_labels_indices.csv", class_labels_csv, audioset_dir=audioset_dir)
         nodes = read_ontology_json(ontology_path)
@@ -240,6 +250,21 @@ class Ontology:
         return self._descendant, self._ancestor
 
     @cached_property
+    def ancestor_max(self) -> AncestorMax:
+        """The post-HLP / dense propagation plan of this hierarchy (the max over the lookup table)."""
+        return AncestorMax(*self.ancestor_pairs)
+
+    @cached_property
+    def ancestor_bitsets(self) -> AncestorBitsets:
+        """The label kernel's plan: per-class bitsets over the receiving classes."""
+        return AncestorBitsets(len(self), *self.ancestor_pairs)
+
+    @cached_property
+    def label_encoder(self) -> LabelEncoder:
+        """Class indices from labels in any form (:class:`hlp_audio.labels.LabelEncoder`)."""
+        return LabelEncoder(self)
+
+    @cached_property
     def ambiguous(self) -> np.ndarray:
         """Classes with two or more labelled parents: they propagate nothing."""
         return np.array([i for i, row in enumerate(self._labelled_parents) if len(row) > 1], dtype=np.int64)
@@ -276,25 +301,43 @@ class Ontology:
 
 
 def _contract(labels: Sequence[str], label_set: set, parent_map: Dict[str, Tuple[str, ...]]) -> Dict[str, List[str]]:
-    """Labelled parents of every label, looking through non-label nodes (memoised DFS)."""
-    frontier: Dict[str, Tuple[str, ...]] = {}  # non-label node -> its nearest labelled ancestors
-    in_progress: List[str] = []
+    """Labelled parents of every label, looking through non-label nodes.
 
-    def nearest_labelled(node: str) -> Tuple[str, ...]:
-        if node in frontier:
-            return frontier[node]
-        if node in in_progress:
-            cycle = in_progress[in_progress.index(node):] + [node]
-            raise OntologyError(f"the hierarchy has a cycle: {' -> '.join(cycle)}")
-        in_progress.append(node)
-        found: List[str] = []
-        for parent in parent_map.get(node, ()):
-            for labelled in ((parent,) if parent in label_set else nearest_labelled(parent)):
-                if labelled not in found:
-                    found.append(labelled)
-        in_progress.pop()
-        frontier[node] = tuple(found)
-        return frontier[node]
+    Iterative (an explicit stack, so that long chains of non-label nodes cannot exhaust Python's
+    recursion limit), memoised per non-label node; cycles are reported with their path.
+    """
+    for child, row in parent_map.items():
+        for parent in row:
+            if parent not in label_set and parent not in parent_map:
+                raise OntologyError(
+                    f"{child!r} has parent {parent!r}, which is neither a label nor a node of the hierarchy "
+                    "(declare a non-label node as a key of `parents`, with [] for a root)"
+                )
+    frontier: Dict[str, Tuple[str, ...]] = {}  # non-label node -> its nearest labelled ancestors
+
+    def nearest_labelled(start: str) -> Tuple[str, ...]:
+        if start in frontier:
+            return frontier[start]
+        stack, on_path = [start], {start}
+        while stack:
+            node = stack[-1]
+            pending = [p for p in parent_map.get(node, ()) if p not in label_set and p not in frontier]
+            for parent in pending:
+                if parent in on_path:
+                    cycle = stack[stack.index(parent):] + [parent]
+                    raise OntologyError(f"the hierarchy has a cycle: {' -> '.join(cycle)}")
+            if pending:
+                stack.append(pending[0])
+                on_path.add(pending[0])
+                continue
+            found: List[str] = []
+            for parent in parent_map.get(node, ()):
+                for labelled in ((parent,) if parent in label_set else frontier[parent]):
+                    if labelled not in found:
+                        found.append(labelled)
+            frontier[node] = tuple(found)
+            on_path.discard(stack.pop())
+        return frontier[start]
 
     contracted: Dict[str, List[str]] = {}
     for label in labels:

@@ -1,19 +1,26 @@
 """The two HLP operations: label pre-processing and score post-processing.
 
 Both are the max over the lookup table L of :class:`~hlp_audio.Ontology`, computed without ever
-building L per row: dense inputs take a gather + segmented max over the ancestor pairs, index
-lists (Arrow list arrays) a bitset over the receiving classes, reduced per row over the offsets.
+building L per row: dense inputs take a gather + segmented max over the ancestor pairs
+(``Ontology.ancestor_max``); label lists take the one Arrow kernel, :func:`propagate_indices`, a
+bitset over the receiving classes reduced per row over the offsets (``Ontology.ancestor_bitsets``).
+Labels in any form go through :mod:`hlp_audio.labels` first and come back in the same form.
 """
 
 from __future__ import annotations
 
-from typing import List, Sequence, Union
+from typing import Callable, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
-from .modeling.hierarchy_ops import AncestorMax
+from .labels import (
+    HLPInputError,
+    LabelEncoder,
+    check_label_format,
+    list_offsets_and_values,
+    resolve_label_format,
+)
 from .ontology import Ontology
 
 try:
@@ -21,19 +28,29 @@ try:
 except ImportError:  # pragma: no cover
     torch = None
 
-__all__ = ["propagate_labels", "propagate_scores", "HLPInputError"]
+__all__ = ["propagate_labels", "propagate_scores", "propagate_label_array", "propagate_indices", "HLPInputError"]
+
+_INT32_MAX = np.iinfo(np.int32).max
+
+ArrowLabels = Union[pa.ListArray, pa.LargeListArray, pa.FixedSizeListArray, pa.ChunkedArray]
 
 
-class HLPInputError(ValueError):
-    """Labels or scores that do not fit the ontology: wrong width, unknown class, NaN."""
+# ---------------------------------------------------------------------------- scores (post-HLP)
+def propagate_scores(scores, ontology: Ontology):
+    """Post-HLP: raise each parent's score to the max of its unambiguous descendants'.
+
+    ``s_p = max(s_p, s_c)`` over every unique child -> parent edge until stable, i.e. the max over
+    the lookup table. Works on logits (negative values) and probabilities, numpy arrays and torch
+    tensors of shape (C,) or (N, C) on any device; returns a new array/tensor (autograd flows).
+    """
+    if not _is_tensor(scores):
+        scores = np.asarray(scores)
+    _check_dense(scores, ontology, "scores")
+    return ontology.ancestor_max(scores)
 
 
-# ---------------------------------------------------------------------------- dense helpers
-def _ancestor_max(ontology: Ontology) -> AncestorMax:
-    plan = ontology.__dict__.get("_ancestor_max")
-    if plan is None:
-        plan = ontology.__dict__["_ancestor_max"] = AncestorMax(*ontology.ancestor_pairs)
-    return plan
+def _is_tensor(value) -> bool:
+    return torch is not None and isinstance(value, torch.Tensor)
 
 
 def _check_dense(values, ontology: Ontology, what: str) -> None:
@@ -42,7 +59,7 @@ def _check_dense(values, ontology: Ontology, what: str) -> None:
         raise HLPInputError(
             f"{what} must have shape (C,) or (N, C) with C={len(ontology)} classes of the ontology; got shape {shape}"
         )
-    is_torch = torch is not None and isinstance(values, torch.Tensor)
+    is_torch = _is_tensor(values)
     floating = values.is_floating_point() if is_torch else np.issubdtype(values.dtype, np.floating)
     if floating:
         # A finite sum proves every entry finite (one cheap reduction); only when it is not (a NaN or
@@ -64,161 +81,235 @@ def _check_dense(values, ontology: Ontology, what: str) -> None:
         raise HLPInputError(f"{what} must be numeric, got dtype {values.dtype}")
 
 
-def propagate_scores(scores, ontology: Ontology):
-    """Post-HLP: raise each parent's score to the max of its unambiguous descendants'.
-
-    ``s_p = max(s_p, s_c)`` over every unique child -> parent edge until stable, i.e. the max over
-    the lookup table. Works on logits (negative values) and probabilities, numpy arrays and torch
-    tensors of shape (C,) or (N, C) on any device; returns a new array/tensor (autograd flows).
-    """
-    if not (torch is not None and isinstance(scores, torch.Tensor)):
-        scores = np.asarray(scores)
-    _check_dense(scores, ontology, "scores")
-    return _ancestor_max(ontology)(scores)
-
-
-# ---------------------------------------------------------------------------- labels
-def propagate_labels(labels, ontology: Ontology):
+# ---------------------------------------------------------------------------- labels (pre-processing)
+def propagate_labels(labels, ontology: Ontology, *, label_format: Optional[str] = None):
     """HLP pre-processing: add every unambiguous ancestor of each positive label.
 
     Accepts, and returns in the same form:
 
-    - multi-hot numpy arrays or torch tensors (bool, int or float), shape (C,) or (N, C); float
+    - dense multi-hot numpy arrays or torch tensors (bool, int or float), shape (C,) or (N, C); float
       values are treated as soft labels, ``y_hlp[j] = max_i y[i] * L[i, j]``;
-    - a list of class indices (one clip) or a list of such lists;
-    - a ``pyarrow`` ``ListArray`` / ``LargeListArray`` / ``ChunkedArray`` of class indices, as
-      ``datasets`` stores them. Each row keeps its labels in order, followed by the added
-      ancestors in ascending class order; null rows stay null.
+    - label lists: one clip's labels (a list) or one list per clip, as Python lists, numpy rows or a
+      ``pyarrow`` list array (``datasets`` columns). Strings are class ids (``label_format="names"``
+      for display names), integers class indices, floats and bools multi-hot vectors
+      (``label_format="multi_hot"`` reads integer lists as multi-hot too). Each row keeps its labels in
+      order, followed by the added ancestors in ascending class order; null rows stay null.
+
+    Errors (:class:`HLPInputError`) name the row and the label at fault.
     """
-    if isinstance(labels, (pa.ListArray, pa.LargeListArray)):
-        return _propagate_arrow(labels, ontology)
-    if isinstance(labels, pa.ChunkedArray):
-        return pa.chunked_array([_propagate_arrow(chunk, ontology) for chunk in labels.chunks], type=labels.type)
+    check_label_format(label_format)
+    if _is_tensor(labels) or isinstance(labels, np.ndarray):
+        _check_dense(labels, ontology, "labels")
+        return ontology.ancestor_max(labels)
+    if isinstance(labels, (pa.Array, pa.ChunkedArray)):
+        return propagate_label_array(labels, ontology, label_format)
     if isinstance(labels, (list, tuple)):
-        return _propagate_python(labels, ontology)
-    if torch is not None and isinstance(labels, torch.Tensor):
-        _check_dense(labels, ontology, "labels")
-        return _ancestor_max(ontology)(labels)
-    if isinstance(labels, np.ndarray):
-        _check_dense(labels, ontology, "labels")
-        return _ancestor_max(ontology)(labels)
+        array, restore = containers_to_arrow(labels)
+        return restore(propagate_label_array(array, ontology, label_format))
     raise HLPInputError(
-        "labels must be a numpy array, a torch tensor, a list of class indices (or of such lists) "
-        f"or a pyarrow list array; got {type(labels).__name__}"
+        "labels must be a numpy array or torch tensor (multi-hot), a list of labels (or one list per clip) or a "
+        f"pyarrow list array; got {type(labels).__name__}"
     )
 
 
-def _propagate_python(labels: Sequence, ontology: Ontology) -> List:
-    nested = any(isinstance(row, (list, tuple, np.ndarray)) for row in labels)
-    rows = labels if nested else [labels]
-    for r, row in enumerate(rows):
-        if not isinstance(row, (list, tuple, np.ndarray)):
-            raise HLPInputError(f"row {r}: expected a list of class indices, got {row!r}")
-        for value in row:
-            if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
-                raise HLPInputError(
-                    f"row {r}: {value!r} is not a class index; pass multi-hot vectors as a numpy array or tensor"
-                )
-    try:
-        arrow = pa.array([list(row) for row in rows], type=pa.list_(pa.int64()))
-    except (pa.ArrowInvalid, OverflowError) as err:
-        raise HLPInputError(f"labels are not lists of integer class indices: {err}") from None
-    result = _propagate_arrow(arrow, ontology).to_pylist()
-    return result if nested else result[0]
+def propagate_label_array(
+    array: ArrowLabels,
+    ontology: Ontology,
+    label_format: Optional[str] = None,
+    *,
+    where: str = "labels",
+    class_label_names: Optional[Sequence[str]] = None,
+) -> ArrowLabels:
+    """HLP on one Arrow column of labels in any form; the result has the same type and form.
 
-
-def list_offsets_and_values(array: Union[pa.ListArray, pa.LargeListArray]):
-    """``(offsets, values)`` of a list array of class indices as int64 numpy arrays, offsets from 0.
-
-    Handles sliced arrays, and null rows (given length 0: Arrow lets a null row own values in the
-    child array, which must be neither counted nor propagated). A null class index is an error.
+    ``label_format`` overrides the form read from the type (see :mod:`hlp_audio.labels`);
+    ``class_label_names`` are the names of a ``ClassLabel`` feature of integer labels (mapped to the
+    ontology and back). Errors are :class:`~hlp_audio.labels.LabelError` naming ``where`` and the row.
     """
-    if array.null_count:
-        lengths = pc.list_value_length(array).fill_null(0).to_numpy(zero_copy_only=False).astype(np.int64)
-        offsets = np.concatenate([[0], np.cumsum(lengths)])
-        values = array.flatten()
+    if isinstance(array, pa.ChunkedArray):  # one chunk, so that errors name the row of the whole column
+        whole = array.combine_chunks() if array.num_chunks else pa.array([], type=array.type)
+        return pa.chunked_array(
+            [propagate_label_array(whole, ontology, label_format, where=where, class_label_names=class_label_names)]
+        )
+    label_format = resolve_label_format(array.type, label_format)
+    if pa.types.is_null(array.type.value_type):  # only empty (or null) rows: nothing to add
+        return array
+    encoder = ontology.label_encoder
+    mask = array.is_null() if array.null_count else None
+    if label_format == "multi_hot":
+        dense = encoder.multi_hot_rows(array, where=where)
+        propagated = ontology.ancestor_max(dense)
+        return _multi_hot_array(array, propagated, mask)
+    if pa.types.is_fixed_size_list(array.type):
+        raise HLPInputError(
+            f"{where}: a fixed-length list ({array.type}) of labels cannot receive the added labels; cast the column "
+            "to a variable-length list first, or pass label_format='multi_hot' if it holds multi-hot vectors"
+        )
+    # A ClassLabel in another order: its numbering must hold every class that HLP can add (checked for
+    # the column, whatever the rows hold).
+    to_class_label = (
+        None if class_label_names is None
+        else _inverse_mapping(encoder.class_label_mapping(class_label_names, where), ontology, where)
+    )
+    offsets, indices = encoder.to_indices(array, label_format, where=where, class_label_names=class_label_names)
+    new_offsets, added_at, added = propagate_indices(offsets, indices, ontology)
+    if not added.size:  # nothing to add: the column as it is
+        return array
+    originals = list_offsets_and_values(array)[1]
+    if label_format in ("ids", "names"):
+        vocabulary = encoder.labels if label_format == "ids" else encoder.names
+        values = _interleave(originals, vocabulary.take(pa.array(added)), added_at, new_offsets[-1])
     else:
-        offsets = array.offsets.to_numpy().astype(np.int64)
-        values = array.values.slice(offsets[0], offsets[-1] - offsets[0])
-        offsets = offsets - offsets[0]
-    if values.null_count:
-        raise HLPInputError("labels contain a null class index")
-    return offsets, values.to_numpy(zero_copy_only=False).astype(np.int64, copy=False)
+        if to_class_label is not None:  # back to the ClassLabel's numbering
+            added = to_class_label[added]
+        values = _interleave(originals, pa.array(added.astype(np.int64)), added_at, new_offsets[-1])
+    return _list_array(array.type, new_offsets, values.cast(array.type.value_type), mask)
 
 
-class _Bitsets:
-    """Per-class ancestor and self bitsets over the receiving classes (the only ones that gain)."""
-
-    def __init__(self, ontology: Ontology):
-        descendant, ancestor = ontology.ancestor_pairs
-        self.receiving = ontology.receiving.astype(np.int64)
-        num_classes = len(ontology)
-        words = max(1, -(-len(self.receiving) // 64))
-        rank = np.full(num_classes, -1, dtype=np.int64)
-        rank[self.receiving] = np.arange(len(self.receiving))
-        self.words = words
-        self.ancestors = np.zeros((num_classes, words), dtype=np.uint64)
-        np.bitwise_or.at(self.ancestors, (descendant, rank[ancestor] // 64), _bit(rank[ancestor] % 64))
-        self.own = np.zeros((num_classes, words), dtype=np.uint64)
-        self.own[self.receiving, rank[self.receiving] // 64] = _bit(rank[self.receiving] % 64)
+def _inverse_mapping(mapping: np.ndarray, ontology: Ontology, where: str) -> np.ndarray:
+    inverse = np.full(len(ontology), -1, dtype=np.int64)
+    inverse[mapping] = np.arange(mapping.size)
+    missing = np.flatnonzero(inverse[ontology.receiving] < 0)
+    if missing.size:
+        cls = int(ontology.receiving[missing[0]])
+        raise HLPInputError(
+            f"{where}: the ClassLabel has no class for {ontology.labels[cls]!r} ({ontology.names[cls]!r}), which HLP "
+            "can add; use a ClassLabel with every class of the ontology"
+        )
+    return inverse
 
 
-def _bit(position: np.ndarray) -> np.ndarray:
-    return np.left_shift(np.uint64(1), position.astype(np.uint64))
+def _interleave(originals: pa.Array, added: pa.Array, added_at: np.ndarray, total: int) -> pa.Array:
+    """Values of the propagated lists: the original values, with ``added[k]`` placed at position ``added_at[k]``."""
+    if not len(added):
+        return originals
+    is_added = np.zeros(total, dtype=bool)
+    is_added[added_at] = True
+    if pa.types.is_integer(originals.type):  # numeric: two scatters
+        out = np.empty(total, dtype=originals.type.to_pandas_dtype())
+        out[~is_added] = originals.to_numpy(zero_copy_only=False)
+        out[added_at] = added.to_numpy(zero_copy_only=False)
+        return pa.array(out, originals.type)
+    order = np.empty(total, dtype=np.int64)
+    order[~is_added] = np.arange(len(originals))
+    order[added_at] = len(originals) + np.arange(len(added))
+    return pa.concat_arrays([originals, added.cast(originals.type)]).take(pa.array(order))
 
 
-def _bitsets(ontology: Ontology) -> _Bitsets:
-    cached = ontology.__dict__.get("_label_bitsets")
-    if cached is None:
-        cached = ontology.__dict__["_label_bitsets"] = _Bitsets(ontology)
-    return cached
+def _list_array(list_type: pa.DataType, offsets: np.ndarray, values: pa.Array, mask) -> pa.Array:
+    """A list array of ``list_type`` (list or large_list) from offsets, values and a null mask."""
+    if pa.types.is_large_list(list_type):
+        return pa.LargeListArray.from_arrays(pa.array(offsets, pa.int64()), values, type=list_type, mask=mask)
+    if offsets[-1] > _INT32_MAX:
+        raise HLPInputError(f"{offsets[-1]} labels do not fit a 32-bit list array; cast the column to a large list")
+    return pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), values, type=list_type, mask=mask)
 
 
-def _propagate_arrow(array: Union[pa.ListArray, pa.LargeListArray], ontology: Ontology):
-    if not (pa.types.is_integer(array.type.value_type)):
-        raise HLPInputError(f"a list array of integer class indices is needed, got {array.type}")
-    offsets, values = list_offsets_and_values(array)
-    num_rows, num_classes = len(array), len(ontology)
-    if values.size and (values.min() < 0 or values.max() >= num_classes):
-        bad = int(np.flatnonzero((values < 0) | (values >= num_classes))[0])
-        row = int(np.searchsorted(offsets, bad, side="right") - 1)
-        raise HLPInputError(f"row {row}: class index {values[bad]} is outside [0, {num_classes})")
+def _multi_hot_array(array: pa.Array, propagated: np.ndarray, mask) -> pa.Array:
+    num_rows, num_classes = len(array), propagated.shape[1]
+    valid = np.ones(num_rows, dtype=bool) if mask is None else ~mask.to_numpy(zero_copy_only=False)
+    value_type = array.type.value_type
+    if pa.types.is_fixed_size_list(array.type):
+        full = propagated
+        if mask is not None:  # null rows still own num_classes slots in a fixed-size list
+            full = np.zeros((num_rows, array.type.list_size), dtype=propagated.dtype)
+            full[valid] = propagated
+        return pa.FixedSizeListArray.from_arrays(pa.array(full.reshape(-1), value_type), type=array.type, mask=mask)
+    offsets = np.zeros(num_rows + 1, dtype=np.int64)
+    np.cumsum(np.where(valid, num_classes, 0), out=offsets[1:])
+    return _list_array(array.type, offsets, pa.array(propagated.reshape(-1), value_type), mask)
 
-    bits = _bitsets(ontology)
+
+def propagate_indices(offsets: np.ndarray, indices: np.ndarray, ontology: Ontology) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The label kernel: HLP on rows of class indices given as ``(offsets, indices)``.
+
+    Returns ``(new_offsets, added_at, added)``: the offsets of the propagated rows, and for every added
+    label its position in the propagated values and its class. Each row keeps its own values first, then
+    gets the ancestors it lacks in ascending class order. Vectorised: one gather and OR-reduce per row
+    over bitsets of the receiving classes, then only the rows that change are unpacked.
+    """
+    num_rows = len(offsets) - 1
+    bits = ontology.ancestor_bitsets
     counts = np.diff(offsets)
     nonempty = np.flatnonzero(counts)
     gained = np.zeros((num_rows, bits.words), dtype=np.uint64)
-    if values.size:
+    if indices.size:
         starts = offsets[nonempty]
-        reached = np.bitwise_or.reduceat(bits.ancestors[values], starts, axis=0)
-        present = np.bitwise_or.reduceat(bits.own[values], starts, axis=0)
+        reached = np.bitwise_or.reduceat(bits.ancestors[indices], starts, axis=0)
+        present = np.bitwise_or.reduceat(bits.own[indices], starts, axis=0)
         gained[nonempty] = reached & ~present
-    if array.null_count:
-        gained[np.asarray(array.is_null().to_numpy(zero_copy_only=False), dtype=bool)] = 0
     changed = np.flatnonzero(gained.any(axis=1))
-
     # bit -> class index; unpacking only the rows that change keeps this O(changed rows).
     unpacked = np.unpackbits(gained[changed].view(np.uint8), axis=1, bitorder="little")
     changed_local, bit = np.nonzero(unpacked)
     added_rows = changed[changed_local]
-    added_classes = bits.receiving[bit]
-    added_count = np.bincount(added_rows, minlength=num_rows)
-
+    added = bits.receiving[bit]
     shift = np.zeros(num_rows + 1, dtype=np.int64)
-    np.cumsum(added_count, out=shift[1:])
+    np.cumsum(np.bincount(added_rows, minlength=num_rows), out=shift[1:])
     new_offsets = offsets + shift
-    out = np.empty(new_offsets[-1], dtype=values.dtype)
-    row_of_value = np.repeat(np.arange(num_rows), counts)
-    out[np.arange(values.size) + shift[row_of_value]] = values
     rank_in_row = np.arange(added_rows.size) - shift[added_rows]
-    out[new_offsets[added_rows] + counts[added_rows] + rank_in_row] = added_classes
+    added_at = new_offsets[added_rows] + counts[added_rows] + rank_in_row
+    return new_offsets, added_at, added
 
-    list_type = type(array)
-    offset_type = pa.int64() if list_type is pa.LargeListArray else pa.int32()
-    mask = array.is_null() if array.null_count else None
-    return list_type.from_arrays(
-        pa.array(new_offsets, offset_type),
-        pa.array(out, array.type.value_type),
-        type=array.type,
-        mask=mask,
-    )
+
+# ---------------------------------------------------------------------------- Python containers
+def containers_to_arrow(values) -> Tuple[pa.Array, Callable[[pa.Array], object]]:
+    """Arrow form of labels held in Python containers, and a function giving a result back in the same kind.
+
+    ``values`` is one row (a list of labels) or a batch (a list of rows, or a 2-D numpy array / torch
+    tensor of rows, as ``datasets`` gives a column in the numpy and torch formats). The form of the
+    values is decided by their type, as for Arrow columns: a 2-D integer array is rows of class indices
+    unless ``label_format="multi_hot"`` is passed along.
+    """
+    is_torch = _is_tensor(values)
+    if is_torch:
+        values = values.detach().cpu().numpy()
+    if isinstance(values, np.ndarray) and values.dtype != object:
+        if values.ndim not in (1, 2):
+            raise HLPInputError(f"labels must be one row or a batch of rows, got an array of shape {values.shape}")
+        single = values.ndim == 1
+        matrix = values[None] if single else values
+        offsets = np.arange(len(matrix) + 1, dtype=np.int64) * matrix.shape[1]
+        array = pa.LargeListArray.from_arrays(pa.array(offsets), pa.array(matrix.reshape(-1)))
+
+        def restore_matrix(result: pa.Array):
+            offsets_out, flat = list_offsets_and_values(result)
+            flat = flat.to_numpy(zero_copy_only=False).astype(values.dtype, copy=False)
+            lengths = np.diff(offsets_out)
+            if len(lengths) and (lengths == lengths[0]).all():
+                out = flat.reshape(len(lengths), -1)
+                out = out[0] if single else out
+                return torch.from_numpy(out.copy()) if is_torch else out
+            rows = np.split(flat, offsets_out[1:-1])
+            return [torch.from_numpy(row.copy()) for row in rows] if is_torch else rows
+
+        return array, restore_matrix
+
+    rows = list(values)
+    nested = any(_is_row(row) for row in rows)
+    if nested:
+        as_arrays = any(isinstance(row, np.ndarray) or _is_tensor(row) for row in rows)
+        is_torch = any(_is_tensor(row) for row in rows)
+        rows = [row.detach().cpu().numpy() if _is_tensor(row) else row for row in rows]
+    else:
+        rows, as_arrays = [rows], False
+    try:
+        array = pa.array(rows)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError) as err:
+        raise HLPInputError(f"labels are not lists of class ids, names, indices or multi-hot values: {err}") from None
+    if not pa.types.is_list(array.type):
+        raise HLPInputError(f"labels must be lists of labels, got {array.type} values (one row: pass a list)")
+
+    def restore_rows(result: pa.Array):
+        out = result.to_pylist()
+        if as_arrays:
+            out = [None if row is None else np.asarray(row) for row in out]
+            if is_torch:
+                out = [None if row is None else torch.from_numpy(row) for row in out]
+        return out if nested else out[0]
+
+    return array, restore_rows
+
+
+def _is_row(value) -> bool:
+    return isinstance(value, (list, tuple, np.ndarray)) or _is_tensor(value)

@@ -9,13 +9,10 @@ AudioSet downloads.
 
 Loading:
 
-- ``evaluate.load("hierarchical_map")`` from any working directory, offline, once hlp-audio is
-  installed: the package registers this script in evaluate's module cache under the name of a
-  canonical metric (``evaluate-metric--hierarchical_map``), where evaluate looks when a name is
-  neither a local folder nor found on the Hub (evaluate then logs "Using the latest cached version
-  of the module"). Registration runs automatically right after ``import evaluate``, through an
-  import hook that ``hlp_audio-evaluate.pth`` installs at start-up;
-  ``hlp_audio.hierarchical_map.register_evaluate_module()`` does it explicitly.
+- ``evaluate.load("hierarchical_map")`` from any working directory, offline, in a process that has
+  imported ``hlp_audio``: the package writes this script into evaluate's module cache under the
+  name of a canonical metric (``evaluate-metric--hierarchical_map``), where evaluate looks when a
+  name is neither a local folder nor found on the Hub (see ``hlp_audio.registration``).
 - ``evaluate.load(hlp_audio.hierarchical_map.MODULE_PATH)``: the script shipped in the package.
 - ``from hlp_audio.hierarchical_map import HierarchicalMAP``: the class itself.
 - ``evaluate.load("<namespace>/hierarchical_map")``: the Hub Space built by

@@ -6,7 +6,8 @@ Space therefore holds:
 
 - ``hierarchical_map.py``: the metric script of the package, unchanged;
 - ``_hlp_core.py``: a bundle of the package's own source files, unchanged
-  (``hlp_audio/modeling/hierarchy_ops.py`` then ``hlp_audio/metrics.py``, their relative imports
+  (``hlp_audio/modeling/hierarchy_ops.py``, ``hlp_audio/average_precision.py`` then
+  ``hlp_audio/metrics.py``, their relative imports
   removed) followed by the AudioSet hierarchy as a literal, the default ontology: one
   implementation, copied at build time, never rewritten by hand;
 - ``app.py`` and ``requirements.txt`` (next to the script in the package) and ``README.md``, the
@@ -25,7 +26,8 @@ import tempfile
 from pathlib import Path
 from typing import Iterable, List, Optional, Tuple
 
-from .registration import MODULE_NAME, MODULE_PATH
+from . import MODULE_NAME, MODULE_PATH
+from ._hlp_core import __all__ as _core_exports
 
 __all__ = ["SPACE_FILES", "bundle_core_source", "build_space_folder", "push_space"]
 
@@ -34,16 +36,9 @@ SPACE_FILES = (f"{MODULE_NAME}.py", "_hlp_core.py", "app.py", "requirements.txt"
 
 _PACKAGE_DIR = Path(__file__).resolve().parents[1]  # .../hlp_audio
 #: the package sources bundled into the Space's _hlp_core.py, in dependency order
-_BUNDLED_SOURCES = ("modeling/hierarchy_ops.py", "metrics.py")
-#: names the metric script imports from _hlp_core (checked against the bundle)
-_CORE_EXPORTS = (
-    "PER_CLASS_KEYS",
-    "RESULT_KEYS",
-    "Hierarchy",
-    "MetricInputError",
-    "compute_hierarchical_map",
-    "default_ontology",
-)
+_BUNDLED_SOURCES = ("modeling/hierarchy_ops.py", "average_precision.py", "metrics.py")
+#: names the metric script imports from _hlp_core (the package's own _hlp_core exports the same; checked against the bundle)
+_CORE_EXPORTS = tuple(_core_exports)
 
 
 def _strip_imports(source: str, path: str, defined: Iterable[str]) -> Tuple[str, List[str]]:
@@ -116,7 +111,7 @@ def bundle_core_source(ontology=None) -> str:
 def build_space_folder(folder, repo_id: str, *, ontology=None, exist_ok: bool = False) -> Path:
     """Write the Space (``SPACE_FILES``) into ``folder``; ``repo_id`` is shown in the card's examples."""
     from .. import __version__
-    from ..cards import render_card
+    from ..hub.cards import render_card
 
     folder = Path(folder)
     if folder.exists() and any(folder.iterdir()) and not exist_ok:
@@ -145,7 +140,7 @@ def push_space(
     ``api`` is an ``HfApi`` or any object with ``create_repo`` / ``upload_folder`` (tests pass a fake).
     Returns what ``upload_folder`` returns.
     """
-    from ..hub import push_folder
+    from ..hub.push import push_folder
 
     with tempfile.TemporaryDirectory(prefix="hierarchical_map_space_") as tmp:
         folder = build_space_folder(Path(tmp) / "space", repo_id, ontology=ontology)

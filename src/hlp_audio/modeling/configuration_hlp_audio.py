@@ -4,28 +4,12 @@ This file imports only numpy, transformers and its sibling ``hierarchy_ops``, so
 to the Hub as remote code (``register_for_auto_class``) and loads where ``hlp-audio`` is not installed.
 """
 
-import copy
-import sys
-from typing import Any
-
 from huggingface_hub.dataclasses import strict
 from transformers.configuration_utils import PreTrainedConfig
 
 from .hierarchy_ops import ONTOLOGY_FORMAT, ancestor_pairs, check_ontology_dict, unique_parent_array
 
-__all__ = ["HLPAudioConfig", "ONTOLOGY_FORMAT", "PIPELINE_TASK", "SHIPPED_PIPELINES"]
-
-
-PIPELINE_TASK = "audio-classification"
-# The pipeline saved next to the weights (``pipeline_hlp_audio.py``): with ``trust_remote_code=True``,
-# ``pipeline("audio-classification", model=...)`` then decodes audio files without ffmpeg.
-SHIPPED_PIPELINES = {
-    PIPELINE_TASK: {
-        "impl": "pipeline_hlp_audio.HLPAudioClassificationPipeline",
-        "pt": ["AutoModelForAudioClassification"],
-        "type": "audio",
-    }
-}
+__all__ = ["HLPAudioConfig", "ONTOLOGY_FORMAT"]
 
 
 @strict
@@ -47,16 +31,15 @@ class HLPAudioConfig(PreTrainedConfig):
         backbone_type (`str`, *optional*, defaults to `"ast"`):
             Key of the backbone in ``modeling_hlp_audio.BACKBONES`` (``"ast"``, ``"efficientat"``, ``"passt"``).
         backbone_config (`dict`, *optional*):
-            Keyword arguments of the backbone (e.g. ``default_ast_config("base")``); missing keys take the backbone's
-            defaults.
+            The backbone's typed config as a dict (``ASTBackboneConfig``, ``EfficientATConfig``, ``PaSSTConfig``:
+            ``BACKBONES[backbone_type].default_config(size).to_dict()``); missing keys take its defaults.
 
     ``problem_type`` is ``"multi_label_classification"``, so pipelines apply a sigmoid, never a softmax.
 
     Example:
 
     ```python
-    >>> from hlp_audio import Ontology
-    >>> from hlp_audio.modeling.configuration_hlp_audio import HLPAudioConfig
+    >>> from hlp_audio import HLPAudioConfig, Ontology
     >>> ontology = Ontology.from_parents(["dog", "animal"], {"dog": ["animal"]}, names=["Dog", "Animal"])
     >>> config = HLPAudioConfig(ontology=ontology.to_dict(), backbone_config={"hidden_size": 32})
     >>> config.num_labels, config.id2label[1], config.problem_type
@@ -97,7 +80,6 @@ class HLPAudioConfig(PreTrainedConfig):
                 f"HLPAudioConfig is a multi-label tagger: problem_type must be 'multi_label_classification', "
                 f"got {self.problem_type!r}"
             )
-        self._custom_pipelines = copy.deepcopy(SHIPPED_PIPELINES)  # may be replaced by a saved value in kwargs
         super().__post_init__(**kwargs)
 
     # ------------------------------------------------------------------ hierarchy
@@ -111,41 +93,6 @@ class HLPAudioConfig(PreTrainedConfig):
     def ancestor_pairs(self):
         """``(descendant, ancestor)`` int64 arrays of the unique-parent closure, sorted by ancestor."""
         return ancestor_pairs(unique_parent_array(self.labelled_parents))
-
-    # ------------------------------------------------------------------ shipped pipeline
-    @property
-    def custom_pipelines(self) -> dict:
-        """Pipelines saved with the model, read by ``transformers.pipeline``.
-
-        The HLP pipeline is advertised only while this process does not already route
-        ``"audio-classification"`` to it (``import hlp_audio`` registers it): ``pipeline()`` then needs no
-        ``trust_remote_code`` for an installed ``hlp-audio``, and uses the saved copy where it is not installed.
-        """
-        pipelines = dict(self._custom_pipelines)
-        if PIPELINE_TASK in pipelines and _hlp_pipeline_registered():
-            del pipelines[PIPELINE_TASK]
-        return pipelines
-
-    @custom_pipelines.setter
-    def custom_pipelines(self, value: dict) -> None:
-        if not isinstance(value, dict):
-            raise ValueError(f"custom_pipelines must be a dict, got {type(value).__name__}")
-        self._custom_pipelines = copy.deepcopy(value)
-
-    def to_dict(self) -> dict[str, Any]:
-        output = super().to_dict()
-        output["custom_pipelines"] = output.pop("_custom_pipelines", {})
-        return output
-
-
-def _hlp_pipeline_registered() -> bool:
-    """Whether ``transformers.pipeline("audio-classification")`` already resolves to an HLP pipeline here."""
-    pipelines = sys.modules.get("transformers.pipelines")
-    registry = getattr(pipelines, "PIPELINE_REGISTRY", None)
-    if registry is None:
-        return False
-    impl = registry.supported_tasks.get(PIPELINE_TASK, {}).get("impl")
-    return bool(getattr(impl, "is_hlp_audio_pipeline", False))
 
 
 def _checked_ontology(ontology: dict) -> dict:

@@ -1,13 +1,9 @@
-"""The 32 kHz log-mel front end of EfficientAT and PaSST, in torch, as a transformers feature extractor.
+"""``HLPAudioFeatureExtractor``: raw 32 kHz audio to the log-mel features of EfficientAT and PaSST.
 
-One computation, two uses:
-
-- :class:`MelFrontEnd` is an ``nn.Module`` that maps a batch of waveforms ``(batch, samples)`` to
-  normalised log-mel spectrograms ``(batch, mel_bins, frames)`` on whatever device it lives on
-  (one ``torch.stft`` call and one matmul per batch: move it to the GPU for training);
-- :class:`HLPAudioFeatureExtractor` is the ``SequenceFeatureExtractor`` used by
-  ``pipeline("audio-classification")`` and ``AutoFeatureExtractor``: it validates raw audio, pads
-  or truncates it, and runs the same :class:`MelFrontEnd` (on CPU unless ``device`` is given).
+The ``SequenceFeatureExtractor`` used by ``pipeline("audio-classification")`` and
+``AutoFeatureExtractor``: it validates raw audio, pads or truncates it, and runs the batched
+:class:`~front_ends.MelFrontEnd` (on CPU unless ``device`` is given); ``build_front_end()`` gives
+the same module for computing features on the accelerator during training.
 
 The front end (EfficientAT's ``AugmentMelSTFT`` in eval mode, as used by the released AudioSet
 checkpoints and by PaSST): pre-emphasis ``y[n] = x[n+1] - 0.97 x[n]`` (the output is one sample
@@ -21,157 +17,30 @@ the first ``n_fft / 2`` bins, a zero column for the Nyquist bin, fmin 0, fmax 15
 Input policy (see ``HLPAudioFeatureExtractor.__call__``): mono float audio at exactly the
 extractor's sampling rate. A wrong sampling rate, multi-channel arrays, empty clips, integer
 PCM and non-finite samples raise ``ValueError`` naming the clip; decoding, downmixing and
-resampling of files belong to ``audio_loading.py`` (and the pipeline that uses it). Clips
-shorter than ``n_fft`` samples (32 ms) are zero-padded at the end to ``n_fft`` samples, the
-shortest input the centred STFT accepts; silence gives finite features (``log(1e-5)``).
+resampling of files belong to ``hlp_audio.audio_loading``. Clips shorter than ``n_fft`` samples
+(32 ms) are zero-padded at the end to ``n_fft`` samples, the shortest input the centred STFT
+accepts; silence gives finite features (``log(1e-5)``).
 
-This file imports only numpy, torch and transformers (it travels to the Hub as remote code).
+This file imports only numpy, torch, transformers and its siblings (it travels to the Hub as remote code).
 """
 
 from __future__ import annotations
 
-import math
 from typing import Any, Dict, List, Optional, Sequence, Union
 
 import numpy as np
 import torch
-from torch import nn
 from transformers.feature_extraction_sequence_utils import SequenceFeatureExtractor
 from transformers.feature_extraction_utils import BatchFeature
 from transformers.utils import logging
 
+from .front_ends import MelFrontEnd
+
 logger = logging.get_logger(__name__)
 
-__all__ = ["HLPAudioFeatureExtractor", "MelFrontEnd", "kaldi_mel_filter_bank"]
+__all__ = ["HLPAudioFeatureExtractor"]
 
 AudioInput = Union[np.ndarray, torch.Tensor, Sequence[float], Sequence[np.ndarray], Sequence[torch.Tensor]]
-
-
-def _kaldi_mel(frequency: torch.Tensor) -> torch.Tensor:
-    return 1127.0 * torch.log1p(frequency / 700.0)
-
-
-def kaldi_mel_filter_bank(
-    num_mel_bins: int,
-    n_fft: int,
-    sampling_rate: int,
-    f_min: float = 0.0,
-    f_max: float = 0.0,
-    dtype: torch.dtype = torch.float32,
-) -> torch.Tensor:
-    """Kaldi's triangular mel filters, ``(num_mel_bins, n_fft // 2 + 1)``.
-
-    Same definition as Kaldi's ``MelBanks`` (and ``torchaudio.compliance.kaldi.get_mel_banks``
-    without VTLN warping): ``num_mel_bins + 2`` edges equally spaced on the mel scale
-    ``1127 ln(1 + f / 700)`` between ``f_min`` and ``f_max``; filter m rises linearly *in mel* from
-    edge m to edge m+1 and falls to edge m+2; peak 1, no area normalisation. Kaldi weighs only the
-    ``n_fft / 2`` bins below Nyquist; the Nyquist bin gets a zero column (as in EfficientAT).
-    ``f_max <= 0`` means ``nyquist + f_max`` (Kaldi's convention). Computed in float64.
-    """
-    if num_mel_bins < 1:
-        raise ValueError(f"num_mel_bins must be positive, got {num_mel_bins}")
-    if n_fft < 2 or n_fft % 2:
-        raise ValueError(f"n_fft must be a positive even number, got {n_fft}")
-    nyquist = 0.5 * sampling_rate
-    if f_max <= 0.0:
-        f_max = f_max + nyquist
-    if not 0.0 <= f_min < f_max <= nyquist:
-        raise ValueError(f"need 0 <= f_min < f_max <= nyquist, got f_min={f_min}, f_max={f_max}, nyquist={nyquist}")
-    fft_bin_mel = _kaldi_mel(torch.arange(n_fft // 2, dtype=torch.float64) * (sampling_rate / n_fft))
-    mel_min = math.log1p(f_min / 700.0) * 1127.0
-    mel_max = math.log1p(f_max / 700.0) * 1127.0
-    step = (mel_max - mel_min) / (num_mel_bins + 1)
-    edges = mel_min + step * torch.arange(num_mel_bins + 2, dtype=torch.float64)
-    left, center, right = edges[:-2, None], edges[1:-1, None], edges[2:, None]
-    rising = (fft_bin_mel - left) / (center - left)
-    falling = (right - fft_bin_mel) / (right - center)
-    filters = torch.clamp(torch.minimum(rising, falling), min=0.0)
-    return torch.nn.functional.pad(filters, (0, 1)).to(dtype)
-
-
-class MelFrontEnd(nn.Module):
-    """Waveforms ``(batch, samples)`` or ``(samples,)`` -> log-mel ``(batch, mel_bins, frames)``.
-
-    Batched and device-agnostic: ``MelFrontEnd().to("cuda")(waveforms)`` runs one STFT and one
-    matmul for the whole batch. Always computed in float32 (autocast is disabled inside, as in
-    EfficientAT), whatever the input dtype. The window and mel matrix are non-persistent buffers,
-    rebuilt from the constructor arguments (nothing to load).
-    """
-
-    def __init__(
-        self,
-        sampling_rate: int = 32000,
-        n_fft: int = 1024,
-        win_length: int = 800,
-        hop_length: int = 320,
-        num_mel_bins: int = 128,
-        f_min: float = 0.0,
-        f_max: float = 15000.0,
-        preemphasis_coefficient: float = 0.97,
-        log_offset: float = 1e-5,
-        normalization_shift: float = 4.5,
-        normalization_scale: float = 5.0,
-    ):
-        super().__init__()
-        if not 0 < win_length <= n_fft:
-            raise ValueError(f"win_length must be in (0, n_fft={n_fft}], got {win_length}")
-        if hop_length < 1:
-            raise ValueError(f"hop_length must be positive, got {hop_length}")
-        self.sampling_rate = int(sampling_rate)
-        self.n_fft = int(n_fft)
-        self.win_length = int(win_length)
-        self.hop_length = int(hop_length)
-        self.num_mel_bins = int(num_mel_bins)
-        self.preemphasis_coefficient = float(preemphasis_coefficient)
-        self.log_offset = float(log_offset)
-        self.normalization_shift = float(normalization_shift)
-        self.normalization_scale = float(normalization_scale)
-        self.register_buffer("window", torch.hann_window(self.win_length, periodic=False), persistent=False)
-        self.register_buffer(
-            "mel_filters",
-            kaldi_mel_filter_bank(self.num_mel_bins, self.n_fft, self.sampling_rate, f_min, f_max),
-            persistent=False,
-        )
-
-    @property
-    def min_samples(self) -> int:
-        """Shortest waveform accepted: the reflect-padded centred STFT needs more than ``n_fft / 2``
-        samples after pre-emphasis. (The extractor pads short clips further, to ``n_fft``.)"""
-        return self.n_fft // 2 + 1 + (1 if self.preemphasis_coefficient else 0)
-
-    def num_frames(self, num_samples: int) -> int:
-        """Number of frames produced for a waveform of ``num_samples`` samples."""
-        effective = num_samples - 1 if self.preemphasis_coefficient else num_samples
-        return 1 + effective // self.hop_length
-
-    def forward(self, waveforms: torch.Tensor) -> torch.Tensor:
-        if waveforms.dim() == 1:
-            waveforms = waveforms.unsqueeze(0)
-        if waveforms.dim() != 2:
-            raise ValueError(f"waveforms must be (batch, samples) or (samples,), got shape {tuple(waveforms.shape)}")
-        if waveforms.shape[-1] < self.min_samples:
-            raise ValueError(
-                f"waveforms have {waveforms.shape[-1]} samples; the front end needs at least {self.min_samples} "
-                f"(pad short clips, as HLPAudioFeatureExtractor does)"
-            )
-        with torch.autocast(device_type=waveforms.device.type, enabled=False):
-            waveforms = waveforms.float()
-            if self.preemphasis_coefficient:
-                waveforms = waveforms[:, 1:] - self.preemphasis_coefficient * waveforms[:, :-1]
-            spectrum = torch.stft(
-                waveforms,
-                n_fft=self.n_fft,
-                hop_length=self.hop_length,
-                win_length=self.win_length,
-                window=self.window.float(),  # float32 even if the module was cast (e.g. model.to(bfloat16))
-                center=True,
-                pad_mode="reflect",
-                normalized=False,
-                return_complex=True,
-            )
-            power = spectrum.real.square() + spectrum.imag.square()  # (batch, n_fft // 2 + 1, frames)
-            mel = torch.matmul(self.mel_filters.float(), power)
-            return (torch.log(mel + self.log_offset) + self.normalization_shift) / self.normalization_scale
 
 
 class HLPAudioFeatureExtractor(SequenceFeatureExtractor):
@@ -347,7 +216,7 @@ class HLPAudioFeatureExtractor(SequenceFeatureExtractor):
             raw_speech: a mono clip (1-D numpy array / torch tensor / list of floats), a list of clips,
                 or a 2-D array read as ``(batch, samples)``.
             sampling_rate: the rate of ``raw_speech``; it must equal ``self.sampling_rate`` (resample
-                first, e.g. with ``audio_loading.load_audio``). ``None`` is accepted with a warning.
+                first, e.g. with ``hlp_audio.audio_loading.load_audio``). ``None`` is accepted with a warning.
             padding: ``"longest"``/``True`` (default: zero-pad to the longest clip), ``"max_length"``
                 (pad to ``max_length``), ``False``/``"do_not_pad"`` (clips are featurised one by one;
                 with ``return_tensors`` they must then have equal lengths).
@@ -368,7 +237,7 @@ class HLPAudioFeatureExtractor(SequenceFeatureExtractor):
         elif int(sampling_rate) != self.sampling_rate:
             raise ValueError(
                 f"audio sampled at {sampling_rate} Hz but {self.__class__.__name__} expects {self.sampling_rate} Hz; "
-                f"resample it first (e.g. hlp_audio.modeling.audio_loading.load_audio(path, sampling_rate={self.sampling_rate}))"
+                f"resample it first (e.g. hlp_audio.audio_loading.load_audio(path, sampling_rate={self.sampling_rate}))"
             )
         if padding is True:
             padding = "longest"

@@ -30,7 +30,7 @@ __all__ = [
     "unique_parent_array",
     "ancestor_pairs",
     "AncestorMax",
-    "max_over_ancestors",
+    "AncestorBitsets",
 ]
 
 
@@ -151,7 +151,13 @@ def ancestor_pairs(unique_parent: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
 
 
 class AncestorMax:
-    """A reusable plan for :func:`max_over_ancestors` on one hierarchy.
+    """The max over ancestors on one hierarchy, as a reusable plan (built once, called many times).
+
+    ``plan(values)[..., a] = max(values[..., a], max over descendants d of a of values[..., d])``: equal to
+    ``max_i values[..., i] * L[i, a]`` for binary values and to the max over the lookup table L for any real
+    values (logits included: nothing is multiplied by a mask). The class axis is the last one. Numpy arrays stay
+    numpy; torch tensors keep their device and dtype, the result is a new tensor and gradients flow to the
+    maximal entries. ``descendant`` / ``ancestor`` are the pairs from :func:`ancestor_pairs`.
 
     Each receiving class gets the list of itself and its descendants; receivers are bucketed by
     list length (powers of two) and padded with their own index, so the whole operation is a few
@@ -215,31 +221,26 @@ class AncestorMax:
         return values.index_copy(-1, receivers, torch.cat(reduced, dim=-1))
 
 
-_PLANS: dict = {}
+class AncestorBitsets:
+    """Per-class bitsets over the receiving classes (the only ones that can gain labels): the label kernel's plan.
 
-
-def max_over_ancestors(values, descendant, ancestor):
-    """``out[..., a] = max(values[..., a], max over descendants d of a of values[..., d])``.
-
-    Equal to ``max_i values[..., i] * L[i, a]`` for binary values and to the max over the lookup
-    table L for any real values (logits included: nothing is multiplied by a mask). The class axis
-    is the last one. Numpy arrays stay numpy; torch tensors keep their device and dtype, the
-    result is a new tensor and gradients flow to the maximal entries. ``descendant`` /
-    ``ancestor`` are the pairs from :func:`ancestor_pairs` (numpy arrays or tensors); the plan
-    built from them is cached, so repeated calls cost only the computation.
+    ``ancestors[c]`` has the bit of every unique-parent ancestor of class c, ``own[c]`` the bit of c itself when
+    c is a receiving class. A row of class indices is propagated by OR-ing its classes' ``ancestors`` and removing
+    its own bits; ``receiving[b]`` is the class of bit b.
     """
-    if isinstance(descendant, AncestorMax):
-        return descendant(values)
-    if torch is not None and isinstance(descendant, torch.Tensor):
-        descendant = descendant.detach().cpu().numpy()
-    if torch is not None and isinstance(ancestor, torch.Tensor):
-        ancestor = ancestor.detach().cpu().numpy()
-    descendant = np.ascontiguousarray(descendant, dtype=np.int64)
-    ancestor = np.ascontiguousarray(ancestor, dtype=np.int64)
-    key = (descendant.tobytes(), ancestor.tobytes())
-    plan = _PLANS.get(key)
-    if plan is None:
-        if len(_PLANS) > 64:
-            _PLANS.clear()
-        plan = _PLANS[key] = AncestorMax(descendant, ancestor)
-    return plan(values)
+
+    def __init__(self, num_classes: int, descendant, ancestor):
+        descendant = np.asarray(descendant, dtype=np.int64)
+        ancestor = np.asarray(ancestor, dtype=np.int64)
+        self.receiving = np.unique(ancestor)
+        self.words = max(1, -(-len(self.receiving) // 64))
+        rank = np.full(num_classes, -1, dtype=np.int64)
+        rank[self.receiving] = np.arange(len(self.receiving))
+        self.ancestors = np.zeros((num_classes, self.words), dtype=np.uint64)
+        np.bitwise_or.at(self.ancestors, (descendant, rank[ancestor] // 64), _bit(rank[ancestor] % 64))
+        self.own = np.zeros((num_classes, self.words), dtype=np.uint64)
+        self.own[self.receiving, rank[self.receiving] // 64] = _bit(rank[self.receiving] % 64)
+
+
+def _bit(position: np.ndarray) -> np.ndarray:
+    return np.left_shift(np.uint64(1), position.astype(np.uint64))

@@ -27,22 +27,23 @@ spectrograms ``(batch, mel_bins, frames)`` (from ``HLPAudioFeatureExtractor``) t
 
 from __future__ import annotations
 
-import re
+import dataclasses
 from typing import Any, Dict, List, Optional
 
 import torch
 from torch import nn
+from transformers import initialization as init
+
+from .backbone import BackboneConfig, HLPBackbone
 
 
 __all__ = [
     "EfficientATBackbone",
+    "EfficientATConfig",
     "EfficientATBlockSpec",
-    "default_efficientat_config",
     "efficientat_block_specs",
     "make_divisible",
-    "convert_original_state_dict",
     "MOBILENET_V3_LARGE_BLOCKS",
-    "EFFICIENTAT_AUDIOSET_MAP",
 ]
 
 # MobileNetV3-Large bottleneck table, at width 1.0. Columns: input channels, kernel, expanded
@@ -70,20 +71,6 @@ MOBILENET_V3_LARGE_BLOCKS = (
 _TAIL_ROWS = 3
 _LAST_CHANNEL = 1280
 
-# AudioSet mAP of the released EfficientAT "mn*_as" checkpoints (single models, from the
-# EfficientAT README), keyed by size name; used for model cards.
-EFFICIENTAT_AUDIOSET_MAP = {
-    "mn01": 0.298,
-    "mn02": 0.378,
-    "mn04": 0.432,
-    "mn05": 0.443,
-    "mn10": 0.471,
-    "mn20": 0.478,
-    "mn30": 0.482,
-    "mn40": 0.484,
-}
-
-_SIZE_PATTERN = re.compile(r"^mn(\d\d)$")
 _ACTIVATIONS = {"RE": nn.ReLU, "HS": nn.Hardswish}
 
 
@@ -121,16 +108,16 @@ class EfficientATBlockSpec:
         return f"EfficientATBlockSpec({fields})"
 
 
-def efficientat_block_specs(backbone_config: Dict[str, Any]) -> List[EfficientATBlockSpec]:
-    """The scaled block table of a backbone config (see :func:`default_efficientat_config`)."""
-    width_mult = float(backbone_config["width_mult"])
-    rows = backbone_config.get("block_settings")
+def efficientat_block_specs(config: "EfficientATConfig") -> List[EfficientATBlockSpec]:
+    """The scaled block table of a config (see :class:`EfficientATConfig`)."""
+    width_mult = float(config.width_mult)
+    rows = config.block_settings
     if rows is None:
-        strides = list(backbone_config.get("strides", (2, 2, 2, 2)))
+        strides = list(config.strides)
         if len(strides) != 4:
             raise ValueError(f"strides must have 4 entries (stages C1..C4), got {strides}")
-        divider = 2 if backbone_config.get("reduced_tail", False) else 1
-        dilation = 2 if backbone_config.get("dilated", False) else 1
+        divider = 2 if config.reduced_tail else 1
+        dilation = 2 if config.dilated else 1
         stage_strides = iter(strides)
         first_tail_row = len(MOBILENET_V3_LARGE_BLOCKS) - _TAIL_ROWS
         rows = []
@@ -171,48 +158,56 @@ def efficientat_block_specs(backbone_config: Dict[str, Any]) -> List[EfficientAT
     return specs
 
 
-def default_efficientat_config(size: str = "mn04") -> Dict[str, Any]:
-    """Backbone config of a named size: ``"mn01"`` ... ``"mn40"`` (width = digits / 10) or ``"tiny"``.
+@dataclasses.dataclass
+class EfficientATConfig(BackboneConfig):
+    """Architecture of an EfficientAT ``mn`` tagger; the defaults are mn10 (width 1.0), ``get_model(width_mult=W,
+    head_type="mlp", strides=(2, 2, 2, 2))`` of EfficientAT.
 
-    ``"tiny"`` is a three-block toy for tests (no expansion + residual, expansion + SE + stride,
-    Hardswish + SE + residual). Real sizes reproduce ``get_model(width_mult=W, head_type="mlp",
-    strides=(2, 2, 2, 2))`` of EfficientAT.
+    ``block_settings`` replaces the MobileNetV3-Large table with explicit rows (input, kernel, expanded, output,
+    use_se, activation, stride, dilation) at width 1.0; ``last_channel`` ``None`` derives the head width.
     """
-    config: Dict[str, Any] = {
-        "width_mult": 1.0,
-        "strides": [2, 2, 2, 2],
-        "dilated": False,
-        "reduced_tail": False,
-        "block_settings": None,
-        "in_channels": 1,
-        "stem_kernel_size": 3,
-        "stem_stride": 2,
-        "last_conv_expansion": 6,
-        "last_channel": None,
-        "head_type": "mlp",
-        "head_dropout": 0.2,
-        "se_reduction": 4,
-        "batch_norm_eps": 1e-3,
-        "batch_norm_momentum": 0.01,
-        "num_mel_bins": 128,
-    }
-    if size == "tiny":
-        config.update(
-            width_mult=0.5,
-            block_settings=[
-                [16, 3, 16, 16, False, "RE", 1, 1],
-                [16, 3, 64, 24, True, "RE", 2, 1],
-                [24, 5, 72, 24, True, "HS", 1, 1],
-            ],
-            last_channel=32,
-            num_mel_bins=16,
-        )
-        return config
-    match = _SIZE_PATTERN.match(size)
-    if match is None or not 1 <= int(match.group(1)) <= 40:
-        raise ValueError(f"unknown EfficientAT size {size!r}; expected 'tiny' or 'mn01' ... 'mn40' (width x0.1 ... x4.0)")
-    config["width_mult"] = int(match.group(1)) / 10
-    return config
+
+    width_mult: float = 1.0
+    strides: List[int] = dataclasses.field(default_factory=lambda: [2, 2, 2, 2])
+    dilated: bool = False
+    reduced_tail: bool = False
+    block_settings: Optional[List[List[Any]]] = None
+    in_channels: int = 1
+    stem_kernel_size: int = 3
+    stem_stride: int = 2
+    last_conv_expansion: int = 6
+    last_channel: Optional[int] = None
+    head_type: str = "mlp"
+    head_dropout: float = 0.2
+    se_reduction: int = 4
+    batch_norm_eps: float = 1e-3
+    batch_norm_momentum: float = 0.01
+    num_mel_bins: int = 128
+
+    def __post_init__(self):
+        if self.head_type != "mlp":
+            raise ValueError(
+                f"EfficientAT head_type {self.head_type!r} is not supported; only 'mlp' (the AudioSet checkpoints' head)"
+            )
+        if not float(self.width_mult) > 0:
+            raise ValueError(f"EfficientAT width_mult must be positive, got {self.width_mult!r}")
+
+
+def _efficientat_sizes() -> Dict[str, Dict[str, Any]]:
+    """``"mn01"`` ... ``"mn40"`` (width = digits / 10) and ``"tiny"``, a three-block toy for tests (no expansion +
+    residual, expansion + SE + stride, Hardswish + SE + residual)."""
+    sizes: Dict[str, Dict[str, Any]] = {f"mn{width:02d}": {"width_mult": width / 10} for width in range(1, 41)}
+    sizes["tiny"] = dict(
+        width_mult=0.5,
+        block_settings=[
+            [16, 3, 16, 16, False, "RE", 1, 1],
+            [16, 3, 64, 24, True, "RE", 2, 1],
+            [24, 5, 72, 24, True, "HS", 1, 1],
+        ],
+        last_channel=32,
+        num_mel_bins=16,
+    )
+    return sizes
 
 
 class EfficientATConvLayer(nn.Module):
@@ -304,12 +299,8 @@ class EfficientATMLPHead(nn.Module):
         return self.output(self.dropout(self.activation(self.dense(pooled))))
 
 
-class EfficientATBackbone(nn.Module):
+class EfficientATBackbone(HLPBackbone):
     """EfficientAT MobileNetV3 tagger body + ``mlp`` head, mapping mel spectrograms to logits.
-
-    Args:
-        backbone_config: a dict as returned by :func:`default_efficientat_config`.
-        num_labels: number of output logits.
 
     ``forward(input_values)`` takes ``(batch, mel_bins, frames)`` (or ``(batch, 1, mel_bins,
     frames)``) float mel spectrograms from ``HLPAudioFeatureExtractor`` and returns logits
@@ -317,41 +308,37 @@ class EfficientATBackbone(nn.Module):
     number of mel bins must be the config's ``num_mel_bins`` (128 for the released checkpoints).
     """
 
-    input_kind = "mel32k"
+    backbone_type = "efficientat"
+    display_name = "EfficientAT (MobileNetV3)"
+    config_class = EfficientATConfig
+    time_axis, freq_axis = 2, 1
+    sizes = _efficientat_sizes()
 
-    def __init__(self, backbone_config: Dict[str, Any], num_labels: int):
-        super().__init__()
-        config = dict(default_efficientat_config("mn10"), **(backbone_config or {}))
-        head_type = config["head_type"]
-        if head_type != "mlp":
-            raise ValueError(f"EfficientAT head_type {head_type!r} is not supported; only 'mlp' (the AudioSet checkpoints' head)")
-        if num_labels < 1:
-            raise ValueError(f"num_labels must be positive, got {num_labels}")
-        self.config = config
-        self.in_channels = int(config["in_channels"])
-        self.num_mel_bins = int(config["num_mel_bins"])
-        norm = dict(eps=float(config["batch_norm_eps"]), momentum=float(config["batch_norm_momentum"]))
+    def __init__(self, config: EfficientATConfig, num_labels: int):
+        super().__init__(config, num_labels)
+        self.in_channels = int(config.in_channels)
+        self.num_mel_bins = int(config.num_mel_bins)
+        norm = dict(eps=float(config.batch_norm_eps), momentum=float(config.batch_norm_momentum))
         specs = efficientat_block_specs(config)
         self.stem = EfficientATConvLayer(
             self.in_channels,
             specs[0].input_channels,
-            int(config["stem_kernel_size"]),
-            stride=int(config["stem_stride"]),
+            int(config.stem_kernel_size),
+            stride=int(config.stem_stride),
             activation=nn.Hardswish,
             **norm,
         )
         self.blocks = nn.ModuleList(
-            EfficientATInvertedResidual(spec, se_reduction=int(config["se_reduction"]), **norm) for spec in specs
+            EfficientATInvertedResidual(spec, se_reduction=int(config.se_reduction), **norm) for spec in specs
         )
-        body_channels = int(config["last_conv_expansion"]) * specs[-1].output_channels
+        body_channels = int(config.last_conv_expansion) * specs[-1].output_channels
         self.final_conv = EfficientATConvLayer(specs[-1].output_channels, body_channels, 1, activation=nn.Hardswish, **norm)
-        last_channel = config["last_channel"]
+        last_channel = config.last_channel
         if last_channel is None:
-            divider = 2 if config.get("reduced_tail", False) and config.get("block_settings") is None else 1
-            last_channel = make_divisible(_LAST_CHANNEL // divider * float(config["width_mult"]))
+            divider = 2 if config.reduced_tail and config.block_settings is None else 1
+            last_channel = make_divisible(_LAST_CHANNEL // divider * float(config.width_mult))
         self.num_features = body_channels
-        self.classifier = EfficientATMLPHead(body_channels, int(last_channel), num_labels, float(config["head_dropout"]))
-        self.init_weights()
+        self.classifier = EfficientATMLPHead(body_channels, int(last_channel), num_labels, float(config.head_dropout))
 
     def forward_features(self, input_values: torch.Tensor) -> torch.Tensor:
         """Feature map of the body, ``(batch, num_features, freq', time')``."""
@@ -382,104 +369,20 @@ class EfficientATBackbone(nn.Module):
     def forward(self, input_values: torch.Tensor) -> torch.Tensor:
         return self.classifier(self.forward_features(input_values))
 
-    @staticmethod
-    def init_module_weights(module: nn.Module) -> None:
-        """EfficientAT's initialisation of one module (conv: Kaiming fan-out, norm: 1/0, linear: N(0, 0.01)).
-
-        Uses ``torch.nn.init`` looked up at call time on purpose: inside transformers'
-        ``initialize_weights`` these functions skip the tensors ``from_pretrained`` loaded, and under
-        ``no_init_weights`` they do nothing.
-        """
-        if isinstance(module, nn.Conv2d):
-            nn.init.kaiming_normal_(module.weight, mode="fan_out")
-            if module.bias is not None:
-                nn.init.zeros_(module.bias)
-        elif isinstance(module, nn.BatchNorm2d):
-            nn.init.ones_(module.weight)
-            nn.init.zeros_(module.bias)
-            nn.init.zeros_(module.running_mean)
-            nn.init.ones_(module.running_var)
-            nn.init.zeros_(module.num_batches_tracked)
-        elif isinstance(module, nn.Linear):
-            nn.init.normal_(module.weight, mean=0.0, std=0.01)
-            if module.bias is not None:
-                nn.init.zeros_(module.bias)
-
     @torch.no_grad()
-    def init_weights(self) -> None:
-        """Initialise every submodule (tensors already loaded by ``from_pretrained`` are skipped)."""
-        for module in self.modules():
-            self.init_module_weights(module)
-
-
-_CONV_LAYER_KEYS = (
-    ("0.weight", "convolution.weight"),
-    ("1.weight", "normalization.weight"),
-    ("1.bias", "normalization.bias"),
-    ("1.running_mean", "normalization.running_mean"),
-    ("1.running_var", "normalization.running_var"),
-    ("1.num_batches_tracked", "normalization.num_batches_tracked"),
-)
-
-
-def convert_original_state_dict(original: Dict[str, torch.Tensor], backbone: "EfficientATBackbone") -> Dict[str, torch.Tensor]:
-    """Rename an original EfficientAT ``mn`` state dict (``features.*``, ``classifier.*``) to the
-    keys of ``backbone`` (timm's ``checkpoint_filter_fn`` idea).
-
-    The original layout is positional: ``features.0`` is the stem, ``features.1..N`` the blocks
-    (inside each, ``block.<k>`` counts the expansion if present, the depthwise conv, the SE layer
-    if present and the projection), ``features.N+1`` the last 1x1 convolution; ``classifier.2`` and
-    ``classifier.5`` are the two Linear layers of the ``mlp`` head. ``backbone`` supplies which
-    blocks have an expansion and an SE layer, so the result loads with ``strict=True``.
-
-    Raises ``KeyError`` naming the keys that are missing from ``original`` or left unused, and
-    ``ValueError`` naming a key whose shape differs (e.g. a wrong ``width_mult``).
-    """
-    mapping: Dict[str, str] = {}
-
-    def conv_layer(old_prefix: str, new_prefix: str) -> None:
-        for old_suffix, new_suffix in _CONV_LAYER_KEYS:
-            mapping[f"{new_prefix}.{new_suffix}"] = f"{old_prefix}.{old_suffix}"
-
-    conv_layer("features.0", "stem")
-    for index, block in enumerate(backbone.blocks):
-        old = f"features.{index + 1}.block"
-        position = 0
-        if block.expand is not None:
-            conv_layer(f"{old}.{position}", f"blocks.{index}.expand")
-            position += 1
-        conv_layer(f"{old}.{position}", f"blocks.{index}.depthwise")
-        position += 1
-        if block.squeeze_excitation is not None:
-            for old_name, new_name in (("fc1", "reduce"), ("fc2", "expand")):
-                for kind in ("weight", "bias"):
-                    mapping[f"blocks.{index}.squeeze_excitation.{new_name}.{kind}"] = (
-                        f"{old}.{position}.conc_se_layers.0.{old_name}.{kind}"
-                    )
-            position += 1
-        conv_layer(f"{old}.{position}", f"blocks.{index}.project")
-    conv_layer(f"features.{len(backbone.blocks) + 1}", "final_conv")
-    for old_name, new_name in (("classifier.2", "classifier.dense"), ("classifier.5", "classifier.output")):
-        for kind in ("weight", "bias"):
-            mapping[f"{new_name}.{kind}"] = f"{old_name}.{kind}"
-
-    expected = backbone.state_dict()
-    if set(mapping) != set(expected):  # the mapping must cover the backbone exactly
-        raise AssertionError(f"internal: key mapping and backbone differ on {sorted(set(mapping) ^ set(expected))[:5]}")
-    missing = sorted(old for old in mapping.values() if old not in original)
-    unused = sorted(set(original) - set(mapping.values()))
-    if missing or unused:
-        raise KeyError(
-            f"the checkpoint does not match this EfficientAT config: {len(missing)} keys missing (e.g. {missing[:4]}), "
-            f"{len(unused)} keys unused (e.g. {unused[:4]}); check width_mult, head_type and the block table"
-        )
-    converted = {}
-    for new, old in mapping.items():
-        tensor = original[old]
-        if tuple(tensor.shape) != tuple(expected[new].shape):
-            raise ValueError(
-                f"checkpoint key {old!r} has shape {tuple(tensor.shape)} but {new!r} expects {tuple(expected[new].shape)}; "
-                "check width_mult and num_labels"
-            )
-        converted[new] = tensor
-    return converted
+    def init_module_weights(self, module: nn.Module) -> None:
+        """EfficientAT's initialisation of one module (conv: Kaiming fan-out, norm: 1/0, linear: N(0, 0.01))."""
+        if isinstance(module, nn.Conv2d):
+            init.kaiming_normal_(module.weight, mode="fan_out")
+            if module.bias is not None:
+                init.zeros_(module.bias)
+        elif isinstance(module, nn.BatchNorm2d):
+            init.ones_(module.weight)
+            init.zeros_(module.bias)
+            init.zeros_(module.running_mean)
+            init.ones_(module.running_var)
+            init.zeros_(module.num_batches_tracked)
+        elif isinstance(module, nn.Linear):
+            init.normal_(module.weight, mean=0.0, std=0.01)
+            if module.bias is not None:
+                init.zeros_(module.bias)

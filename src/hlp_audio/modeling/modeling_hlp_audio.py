@@ -10,11 +10,10 @@ uninitialised after ``from_pretrained``.
 
 This file imports only torch, numpy, transformers and its siblings: with ``register_for_auto_class``
 it is copied next to the weights and loads with ``trust_remote_code=True`` where ``hlp-audio`` is
-not installed. Adding a backbone = a sibling ``modeling_<kind>.py`` + one import + one entry in
-:data:`BACKBONES`.
+not installed. Adding a backbone = a sibling ``modeling_<kind>.py`` implementing
+``backbone.HLPBackbone``, and one line in :data:`BACKBONES`.
 """
 
-import os
 from typing import Dict, Iterator, Optional, Tuple, Union
 
 import torch
@@ -24,24 +23,35 @@ from transformers.modeling_outputs import SequenceClassifierOutput
 from transformers.modeling_utils import PreTrainedModel
 
 from .configuration_hlp_audio import HLPAudioConfig
+from .backbone import HLPBackbone
 from .hierarchy_ops import AncestorMax
-from .modeling_ast_backbone import ASTBackbone, ast_architecture
+from .modeling_ast_backbone import ASTBackbone
 from .modeling_efficientat import EfficientATBackbone
 from .modeling_passt import PaSSTBackbone
 
 __all__ = [
     "BACKBONES",
+    "backbone_class",
     "HLPAudioPreTrainedModel",
     "HLPAudioForAudioClassification",
 ]
 
-# backbone_type -> backbone class (see the backbone contract: ``__init__(backbone_config, num_labels)``,
-# ``forward(input_values) -> logits``, a ``classifier`` head attribute, ``input_kind`` and ``init_weights``).
+#: backbone_type -> backbone class (``backbone.HLPBackbone`` is the contract every one implements).
 BACKBONES: Dict[str, type] = {
-    "ast": ASTBackbone,
-    "efficientat": EfficientATBackbone,
-    "passt": PaSSTBackbone,
+    backbone.backbone_type: backbone
+    for backbone in (
+        ASTBackbone,
+        EfficientATBackbone,
+        PaSSTBackbone,
+    )
 }
+
+
+def backbone_class(backbone_type: str) -> type:
+    """The :class:`~backbone.HLPBackbone` subclass registered for ``backbone_type``."""
+    if backbone_type not in BACKBONES:
+        raise ValueError(f"unknown backbone_type {backbone_type!r}; available: {sorted(BACKBONES)}")
+    return BACKBONES[backbone_type]
 
 
 class HLPAudioPreTrainedModel(PreTrainedModel):
@@ -56,30 +66,13 @@ class HLPAudioPreTrainedModel(PreTrainedModel):
 
     @torch.no_grad()
     def _init_weights(self, module: nn.Module) -> None:
-        # Generic init for plain layers first; a backbone with a per-module scheme (EfficientAT's Kaiming
-        # fan-out convs) then applies it. transformers only hands modules that own tensors to this method,
-        # so the backbone is recognised through its submodules. Both use ``torch.nn.init`` functions,
-        # which skip tensors that ``from_pretrained`` loaded.
-        super()._init_weights(module)
+        # Every module of the model belongs to the backbone, which owns the initialisation scheme
+        # (``init_module_weights`` uses ``transformers.initialization``: tensors loaded by
+        # ``from_pretrained`` are skipped). Nested ``PreTrainedModel``s (AST's ``ASTModel``) are
+        # initialised by their own ``_init_weights``.
         backbone = getattr(self, "backbone", None)
-        init_module_weights = getattr(backbone, "init_module_weights", None)
-        if init_module_weights is None:
-            return
-        if getattr(self, "_backbone_module_ids", None) is None:
-            self._backbone_module_ids = frozenset(id(m) for m in backbone.modules())
-        if id(module) in self._backbone_module_ids:
-            init_module_weights(module)
-
-    @staticmethod
-    def shipped_pipeline_class():
-        """The ``audio-classification`` pipeline saved next to the model (``pipeline_hlp_audio.py``).
-
-        Imported lazily (the pipeline needs ``transformers.pipelines``); ``save_pretrained`` copies every sibling
-        file this module imports, this one included, which is how the pipeline travels with the weights.
-        """
-        from .pipeline_hlp_audio import HLPAudioClassificationPipeline
-
-        return HLPAudioClassificationPipeline
+        if isinstance(backbone, HLPBackbone):
+            backbone.init_module_weights(module)
 
 
 class HLPAudioForAudioClassification(HLPAudioPreTrainedModel):
@@ -101,9 +94,8 @@ class HLPAudioForAudioClassification(HLPAudioPreTrainedModel):
 
     def __init__(self, config: HLPAudioConfig):
         super().__init__(config)
-        if config.backbone_type not in BACKBONES:
-            raise ValueError(f"unknown backbone_type {config.backbone_type!r}; available: {sorted(BACKBONES)}")
-        self.backbone = BACKBONES[config.backbone_type](dict(config.backbone_config or {}), config.num_labels)
+        backbone = backbone_class(config.backbone_type)
+        self.backbone = backbone(backbone.config_class.from_dict(config.backbone_config), config.num_labels)
         # Nested transformers models (ASTModel) follow the attention implementation requested for the wrapper.
         for module in self.backbone.modules():
             if isinstance(module, PreTrainedModel):
@@ -185,86 +177,6 @@ class HLPAudioForAudioClassification(HLPAudioPreTrainedModel):
         if self.config.hlp_targets:
             targets = self.propagate_targets(targets)
         return F.binary_cross_entropy_with_logits(logits.float(), targets)
-
-    # ------------------------------------------------------------------ conversion
-    @classmethod
-    def from_ast(
-        cls,
-        model_or_path,
-        ontology=None,
-        *,
-        post_hlp: bool = True,
-        hlp_targets: bool = True,
-        check_labels: bool = True,
-        **from_pretrained_kwargs,
-    ) -> "HLPAudioForAudioClassification":
-        """Convert an ``ASTForAudioClassification`` (a model, a folder or a Hub id) into an HLP tagger.
-
-        Args:
-            model_or_path: the AST model, or what ``ASTForAudioClassification.from_pretrained`` accepts.
-            ontology: an ``hlp_audio.Ontology`` or its ``to_dict()``; ``None`` means the AudioSet ontology (needs the
-                ``hlp-audio`` package and its AudioSet files).
-            post_hlp, hlp_targets: written to the new config.
-            check_labels: require the AST's label names, in order, to equal the ontology's names.
-            from_pretrained_kwargs: passed to ``ASTForAudioClassification.from_pretrained`` for a path.
-
-        The weights are copied under the ``backbone.`` prefix; with ``post_hlp=False`` the logits are the AST's,
-        bit for bit. Keep using the AST's ``ASTFeatureExtractor`` (``hlp_audio.transformers_integration.convert_ast``
-        saves both).
-        """
-        from transformers import ASTForAudioClassification
-
-        if isinstance(model_or_path, (str, os.PathLike)):
-            ast_model = ASTForAudioClassification.from_pretrained(model_or_path, **from_pretrained_kwargs)
-        elif isinstance(model_or_path, ASTForAudioClassification):
-            ast_model = model_or_path
-        else:
-            raise TypeError(f"from_ast expects an ASTForAudioClassification or a path, got {type(model_or_path).__name__}")
-        if ontology is None:
-            ontology = _audioset_ontology()
-        elif not isinstance(ontology, dict):
-            ontology = ontology.to_dict()
-        source = ast_model.config
-        if len(ontology["labels"]) != source.num_labels:
-            raise ValueError(f"the AST has {source.num_labels} labels but the ontology {len(ontology['labels'])} classes")
-        config = HLPAudioConfig(
-            ontology=ontology,
-            post_hlp=post_hlp,
-            hlp_targets=hlp_targets,
-            backbone_type="ast",
-            backbone_config=ast_architecture(source),
-        )
-        if check_labels:
-            mismatched = [
-                (index, source.id2label[index], config.id2label[index])
-                for index in range(source.num_labels)
-                if source.id2label[index] != config.id2label[index]
-            ]
-            if mismatched:
-                shown = ", ".join(f"{i}: AST {a!r} vs ontology {b!r}" for i, a, b in mismatched[:5])
-                raise ValueError(
-                    f"{len(mismatched)} AST labels differ from the ontology's names ({shown}); the class order must be "
-                    "the same (pass check_labels=False if only the names differ)"
-                )
-        config._attn_implementation = source._attn_implementation
-        model = cls(config)
-        state = {}
-        for key, tensor in ast_model.state_dict().items():
-            state[f"backbone.{key}"] = tensor
-        model.load_state_dict(state, strict=True)
-        return model.to(dtype=ast_model.dtype).eval()
-
-
-def _audioset_ontology() -> dict:
-    """The AudioSet ontology (527 classes) from the hlp-audio package, for ``from_ast(ontology=None)``."""
-    try:
-        from hlp_audio import Ontology
-    except ImportError:
-        raise ImportError(
-            "from_ast(ontology=None) takes the AudioSet ontology from the hlp-audio package, which is not installed; "
-            "pass ontology=Ontology.to_dict() (or its JSON) instead"
-        ) from None
-    return Ontology.from_audioset().to_dict()
 
 
 HLPAudioForAudioClassification.register_for_auto_class("AutoModelForAudioClassification")

@@ -18,6 +18,7 @@ This file is copied to the Hub as remote code: it imports only torch, transforme
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import torch
@@ -27,61 +28,81 @@ from transformers import initialization as init
 from transformers.activations import ACT2FN
 from transformers.modeling_layers import GradientCheckpointingLayer
 
+from .backbone import BackboneConfig, HLPBackbone
+
 __all__ = [
     "PASST_SIZES",
     "PaSSTBackbone",
+    "PaSSTConfig",
     "PaSSTEmbeddings",
     "PaSSTLayer",
     "PaSSTClassificationHead",
-    "default_passt_config",
     "passt_grid_size",
 ]
 
-# Keys of a PaSST backbone config and their PaSST-S values. A backbone config may leave any key out.
-_PASST_S: dict[str, Any] = {
-    "hidden_size": 768,
-    "num_hidden_layers": 12,
-    "num_attention_heads": 12,
-    "intermediate_size": 3072,
-    "hidden_act": "gelu",
-    "qkv_bias": True,
-    "layer_norm_eps": 1e-6,  # encoder LayerNorms (PaSST: partial(nn.LayerNorm, eps=1e-6))
-    "head_layer_norm_eps": 1e-5,  # the head's LayerNorm (PaSST: a default nn.LayerNorm)
-    "num_mel_bins": 128,
-    "max_length": 998,  # training length in frames (PaSST's input_tdim); sets the time positional embedding size
-    "patch_size": 16,
-    "frequency_stride": 10,
-    "time_stride": 10,
-    "hidden_dropout_prob": 0.0,
-    "attention_probs_dropout_prob": 0.0,
-    "drop_path_rate": 0.0,
-    "s_patchout_t": 40,
-    "s_patchout_f": 4,
-    "u_patchout": 0,
-    "initializer_range": 0.02,
-}
+@dataclasses.dataclass
+class PaSSTConfig(BackboneConfig):
+    """Architecture and regularisation of a PaSST backbone; the defaults are PaSST-S (stride 10, 10 s)."""
 
-_INT_KEYS = (
-    "hidden_size",
-    "num_hidden_layers",
-    "num_attention_heads",
-    "intermediate_size",
-    "num_mel_bins",
-    "max_length",
-    "patch_size",
-    "frequency_stride",
-    "time_stride",
-    "s_patchout_t",
-    "s_patchout_f",
-    "u_patchout",
-)
-_POSITIVE_KEYS = _INT_KEYS[:9]
-_PROBABILITY_KEYS = ("hidden_dropout_prob", "attention_probs_dropout_prob", "drop_path_rate")
+    hidden_size: int = 768
+    num_hidden_layers: int = 12
+    num_attention_heads: int = 12
+    intermediate_size: int = 3072
+    hidden_act: str = "gelu"
+    qkv_bias: bool = True
+    layer_norm_eps: float = 1e-6  # encoder LayerNorms (PaSST: partial(nn.LayerNorm, eps=1e-6))
+    head_layer_norm_eps: float = 1e-5  # the head's LayerNorm (PaSST: a default nn.LayerNorm)
+    num_mel_bins: int = 128
+    max_length: int = 998  # training length in frames (PaSST's input_tdim); sets the time positional embedding size
+    patch_size: int = 16
+    frequency_stride: int = 10
+    time_stride: int = 10
+    hidden_dropout_prob: float = 0.0
+    attention_probs_dropout_prob: float = 0.0
+    drop_path_rate: float = 0.0
+    s_patchout_t: int = 40
+    s_patchout_f: int = 4
+    u_patchout: int = 0
+    initializer_range: float = 0.02
+
+    def __post_init__(self):
+        """Check every field; errors name the offending key."""
+        positive = ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size", "num_mel_bins",
+                    "max_length", "patch_size", "frequency_stride", "time_stride")
+        for key in positive + ("s_patchout_t", "s_patchout_f", "u_patchout"):
+            value = getattr(self, key)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValueError(f"PaSST backbone_config[{key!r}] must be a non-negative int, got {value!r}")
+        for key in positive:
+            if getattr(self, key) == 0:
+                raise ValueError(f"PaSST backbone_config[{key!r}] must be positive, got 0")
+        for key in ("hidden_dropout_prob", "attention_probs_dropout_prob", "drop_path_rate"):
+            if not 0.0 <= float(getattr(self, key)) < 1.0:
+                raise ValueError(f"PaSST backbone_config[{key!r}] must be in [0, 1), got {getattr(self, key)!r}")
+        if self.hidden_size % self.num_attention_heads:
+            raise ValueError(
+                f"PaSST hidden_size ({self.hidden_size}) must be a multiple of num_attention_heads "
+                f"({self.num_attention_heads})"
+            )
+        if self.hidden_act not in ACT2FN:
+            raise ValueError(f"PaSST backbone_config['hidden_act'] {self.hidden_act!r} is not a known activation")
+        if self.num_mel_bins < self.patch_size or self.max_length < self.patch_size:
+            raise ValueError(
+                f"PaSST num_mel_bins ({self.num_mel_bins}) and max_length ({self.max_length}) must be at "
+                f"least patch_size ({self.patch_size})"
+            )
+        conv_bands = (self.num_mel_bins - self.patch_size) // self.frequency_stride + 1
+        if conv_bands != self.num_mel_bins // self.frequency_stride:
+            # PaSST sizes the frequency embedding as num_mel_bins // stride; the convolution must give as many bands.
+            raise ValueError(
+                f"PaSST num_mel_bins={self.num_mel_bins}, patch_size={self.patch_size} and "
+                f"frequency_stride={self.frequency_stride} give {conv_bands} patch rows but "
+                f"{self.num_mel_bins // self.frequency_stride} frequency positions"
+            )
 
 
 def _stride_variant(stride: int, s_patchout_t: int, s_patchout_f: int, max_length: int = 998) -> dict[str, Any]:
     return {
-        **_PASST_S,
         "frequency_stride": stride,
         "time_stride": stride,
         "max_length": max_length,
@@ -90,12 +111,12 @@ def _stride_variant(stride: int, s_patchout_t: int, s_patchout_f: int, max_lengt
     }
 
 
-# Public PaSST variants (names of the kkoutini/PaSST release files). The stride-10 patchout (40 time frames,
-# 4 frequency bands of the 12 x 99 grid) is PaSST-S's training setting; for strides 12/14/16 the same fractions
-# of the smaller grids are dropped (the release does not state the values those checkpoints were trained with).
+# Public PaSST variants (names of the kkoutini/PaSST release files), as overrides of the PaSST-S defaults. The
+# stride-10 patchout (40 time frames, 4 frequency bands of the 12 x 99 grid) is PaSST-S's training setting; for
+# strides 12/14/16 the same fractions of the smaller grids are dropped (the release does not state the values those
+# checkpoints were trained with).
 PASST_SIZES: dict[str, dict[str, Any]] = {
     "tiny": {
-        **_PASST_S,
         "hidden_size": 32,
         "num_hidden_layers": 2,
         "num_attention_heads": 4,
@@ -114,68 +135,15 @@ PASST_SIZES: dict[str, dict[str, Any]] = {
 PASST_SIZES["s"] = PASST_SIZES["base"] = PASST_SIZES["passt-s-f128-p16-s10"]
 
 
-def default_passt_config(size: str = "s") -> dict[str, Any]:
-    """Return the backbone config (a JSON-safe dict) of a named PaSST size.
-
-    Args:
-        size: ``"tiny"`` (hidden 32, 2 layers, for tests), ``"s"`` / ``"base"`` (PaSST-S, stride 10), or the name of
-            a public PaSST variant: ``"passt-s-f128-p16-s10"`` / ``-s12`` / ``-s14`` / ``-s16`` and
-            ``"passt-s-f128-20sec-p16-s10"`` / ``"passt-s-f128-30sec-p16-s10"`` (longer time embeddings).
-    """
-    if size not in PASST_SIZES:
-        raise ValueError(f"unknown PaSST size {size!r}; expected one of {sorted(PASST_SIZES)}")
-    return dict(PASST_SIZES[size])
-
-
-def _resolve_config(backbone_config: dict[str, Any]) -> dict[str, Any]:
-    """Fill missing keys with PaSST-S values and validate; errors name the offending key."""
-    unknown = sorted(set(backbone_config) - set(_PASST_S))
-    if unknown:
-        raise ValueError(f"unknown PaSST backbone_config keys {unknown}; expected a subset of {sorted(_PASST_S)}")
-    config = {**_PASST_S, **backbone_config}
-    for key in _INT_KEYS:
-        value = config[key]
-        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-            raise ValueError(f"PaSST backbone_config[{key!r}] must be a non-negative int, got {value!r}")
-    for key in _POSITIVE_KEYS:
-        if config[key] == 0:
-            raise ValueError(f"PaSST backbone_config[{key!r}] must be positive, got 0")
-    for key in _PROBABILITY_KEYS:
-        if not 0.0 <= float(config[key]) < 1.0:
-            raise ValueError(f"PaSST backbone_config[{key!r}] must be in [0, 1), got {config[key]!r}")
-    if config["hidden_size"] % config["num_attention_heads"]:
-        raise ValueError(
-            f"PaSST hidden_size ({config['hidden_size']}) must be a multiple of num_attention_heads "
-            f"({config['num_attention_heads']})"
-        )
-    if config["hidden_act"] not in ACT2FN:
-        raise ValueError(f"PaSST backbone_config['hidden_act'] {config['hidden_act']!r} is not a known activation")
-    if config["num_mel_bins"] < config["patch_size"] or config["max_length"] < config["patch_size"]:
-        raise ValueError(
-            f"PaSST num_mel_bins ({config['num_mel_bins']}) and max_length ({config['max_length']}) must be at "
-            f"least patch_size ({config['patch_size']})"
-        )
-    conv_bands = (config["num_mel_bins"] - config["patch_size"]) // config["frequency_stride"] + 1
-    if conv_bands != config["num_mel_bins"] // config["frequency_stride"]:
-        # PaSST sizes the frequency embedding as num_mel_bins // stride; the convolution must give as many bands.
-        raise ValueError(
-            f"PaSST num_mel_bins={config['num_mel_bins']}, patch_size={config['patch_size']} and "
-            f"frequency_stride={config['frequency_stride']} give {conv_bands} patch rows but "
-            f"{config['num_mel_bins'] // config['frequency_stride']} frequency positions"
-        )
-    return config
-
-
-def passt_grid_size(config: dict[str, Any]) -> tuple[int, int]:
+def passt_grid_size(config: PaSSTConfig) -> tuple[int, int]:
     """(frequency, time) size of the positional embedding grid, computed as PaSST does: ``dim // stride``.
 
     The convolution gives ``(dim - patch_size) // stride + 1`` patches, which for the time axis may be one fewer
     (stride 12: 82 patches for 83 positions over 998 frames); the first positions are used then.
     """
-    config = _resolve_config(config)
     return (
-        config["num_mel_bins"] // config["frequency_stride"],
-        config["max_length"] // config["time_stride"],
+        config.num_mel_bins // config.frequency_stride,
+        config.max_length // config.time_stride,
     )
 
 
@@ -207,21 +175,21 @@ class PaSSTEmbeddings(nn.Module):
     (batch, 2 + kept patches, hidden_size).
     """
 
-    def __init__(self, config: dict[str, Any]):
+    def __init__(self, config: PaSSTConfig):
         super().__init__()
-        hidden = config["hidden_size"]
+        hidden = config.hidden_size
         frequency_positions, time_positions = passt_grid_size(config)
-        self.num_mel_bins = config["num_mel_bins"]
-        self.patch_size = config["patch_size"]
-        self.s_patchout_t = config["s_patchout_t"]
-        self.s_patchout_f = config["s_patchout_f"]
-        self.u_patchout = config["u_patchout"]
+        self.num_mel_bins = config.num_mel_bins
+        self.patch_size = config.patch_size
+        self.s_patchout_t = config.s_patchout_t
+        self.s_patchout_f = config.s_patchout_f
+        self.u_patchout = config.u_patchout
 
         self.patch_embeddings = nn.Conv2d(
             1,
             hidden,
-            kernel_size=config["patch_size"],
-            stride=(config["frequency_stride"], config["time_stride"]),
+            kernel_size=config.patch_size,
+            stride=(config.frequency_stride, config.time_stride),
         )
         self.cls_token = nn.Parameter(torch.zeros(1, 1, hidden))
         self.distillation_token = nn.Parameter(torch.zeros(1, 1, hidden))
@@ -229,7 +197,7 @@ class PaSSTEmbeddings(nn.Module):
         self.token_position_embeddings = nn.Parameter(torch.zeros(1, 2, hidden))
         self.frequency_position_embeddings = nn.Parameter(torch.zeros(1, hidden, frequency_positions, 1))
         self.time_position_embeddings = nn.Parameter(torch.zeros(1, hidden, 1, time_positions))
-        self.dropout = nn.Dropout(config["hidden_dropout_prob"])
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
 
     def time_positions(self, num_frames: int) -> torch.Tensor:
         """Time positional embedding for ``num_frames`` patch columns, shape (1, hidden, 1, num_frames).
@@ -282,14 +250,14 @@ class PaSSTEmbeddings(nn.Module):
 class PaSSTSelfAttention(nn.Module):
     """Multi-head self-attention with a fused query/key/value projection and SDPA."""
 
-    def __init__(self, config: dict[str, Any]):
+    def __init__(self, config: PaSSTConfig):
         super().__init__()
-        self.num_heads = config["num_attention_heads"]
-        self.head_dim = config["hidden_size"] // self.num_heads
-        self.dropout_prob = config["attention_probs_dropout_prob"]
-        self.qkv = nn.Linear(config["hidden_size"], 3 * config["hidden_size"], bias=config["qkv_bias"])
-        self.output = nn.Linear(config["hidden_size"], config["hidden_size"])
-        self.output_dropout = nn.Dropout(config["hidden_dropout_prob"])
+        self.num_heads = config.num_attention_heads
+        self.head_dim = config.hidden_size // self.num_heads
+        self.dropout_prob = config.attention_probs_dropout_prob
+        self.qkv = nn.Linear(config.hidden_size, 3 * config.hidden_size, bias=config.qkv_bias)
+        self.output = nn.Linear(config.hidden_size, config.hidden_size)
+        self.output_dropout = nn.Dropout(config.hidden_dropout_prob)
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
         batch_size, seq_len, hidden = hidden_states.shape
@@ -303,12 +271,12 @@ class PaSSTSelfAttention(nn.Module):
 
 
 class PaSSTMLP(nn.Module):
-    def __init__(self, config: dict[str, Any]):
+    def __init__(self, config: PaSSTConfig):
         super().__init__()
-        self.fc1 = nn.Linear(config["hidden_size"], config["intermediate_size"])
-        self.activation = ACT2FN[config["hidden_act"]]
-        self.fc2 = nn.Linear(config["intermediate_size"], config["hidden_size"])
-        self.dropout = nn.Dropout(config["hidden_dropout_prob"])
+        self.fc1 = nn.Linear(config.hidden_size, config.intermediate_size)
+        self.activation = ACT2FN[config.hidden_act]
+        self.fc2 = nn.Linear(config.intermediate_size, config.hidden_size)
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
         hidden_states = self.dropout(self.activation(self.fc1(hidden_states)))
@@ -318,11 +286,11 @@ class PaSSTMLP(nn.Module):
 class PaSSTLayer(GradientCheckpointingLayer):
     """Pre-norm transformer layer: ``x + attention(norm(x))`` then ``x + mlp(norm(x))``, with stochastic depth."""
 
-    def __init__(self, config: dict[str, Any], drop_path_rate: float = 0.0):
+    def __init__(self, config: PaSSTConfig, drop_path_rate: float = 0.0):
         super().__init__()
-        self.layernorm_before = nn.LayerNorm(config["hidden_size"], eps=config["layer_norm_eps"])
+        self.layernorm_before = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.attention = PaSSTSelfAttention(config)
-        self.layernorm_after = nn.LayerNorm(config["hidden_size"], eps=config["layer_norm_eps"])
+        self.layernorm_after = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.mlp = PaSSTMLP(config)
         self.drop_path_rate = drop_path_rate
 
@@ -336,42 +304,37 @@ class PaSSTLayer(GradientCheckpointingLayer):
 class PaSSTClassificationHead(nn.Module):
     """PaSST's head: LayerNorm then Linear, applied to the mean of the class and distillation token outputs."""
 
-    def __init__(self, config: dict[str, Any], num_labels: int):
+    def __init__(self, config: PaSSTConfig, num_labels: int):
         super().__init__()
-        self.layernorm = nn.LayerNorm(config["hidden_size"], eps=config["head_layer_norm_eps"])
-        self.dense = nn.Linear(config["hidden_size"], num_labels)
+        self.layernorm = nn.LayerNorm(config.hidden_size, eps=config.head_layer_norm_eps)
+        self.dense = nn.Linear(config.hidden_size, num_labels)
 
     def forward(self, pooled: torch.Tensor) -> torch.Tensor:
         return self.dense(self.layernorm(pooled))
 
 
-class PaSSTBackbone(nn.Module):
+class PaSSTBackbone(HLPBackbone):
     """PaSST encoder + head, the ``"passt"`` backbone of ``HLPAudioForAudioClassification``.
-
-    Args:
-        backbone_config: a dict as returned by :func:`default_passt_config` (missing keys take PaSST-S values).
-        num_labels: number of output classes.
 
     ``forward(input_values)`` takes log-mel spectrograms (batch, num_mel_bins, frames) from
     ``HLPAudioFeatureExtractor`` and returns logits (batch, num_labels), before any post-processing.
     Patchout (``s_patchout_t``, ``s_patchout_f``, ``u_patchout``) acts in training mode only.
     """
 
-    input_kind = "mel32k"
+    backbone_type = "passt"
+    display_name = "PaSST"
+    config_class = PaSSTConfig
+    time_axis, freq_axis = 2, 1
+    sizes = PASST_SIZES
 
-    def __init__(self, backbone_config: dict[str, Any], num_labels: int):
-        super().__init__()
-        if isinstance(num_labels, bool) or not isinstance(num_labels, int) or num_labels < 1:
-            raise ValueError(f"PaSSTBackbone num_labels must be a positive int, got {num_labels!r}")
-        config = _resolve_config(backbone_config)
-        self.backbone_config = config  # resolved: every key present
+    def __init__(self, config: PaSSTConfig, num_labels: int):
+        super().__init__(config, num_labels)
         self.embeddings = PaSSTEmbeddings(config)
-        depth = config["num_hidden_layers"]
-        drop_rates = [config["drop_path_rate"] * i / max(depth - 1, 1) for i in range(depth)]  # linear decay rule
+        depth = config.num_hidden_layers
+        drop_rates = [config.drop_path_rate * i / max(depth - 1, 1) for i in range(depth)]  # linear decay rule
         self.layers = nn.ModuleList([PaSSTLayer(config, rate) for rate in drop_rates])
-        self.layernorm = nn.LayerNorm(config["hidden_size"], eps=config["layer_norm_eps"])
+        self.layernorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.classifier = PaSSTClassificationHead(config, num_labels)
-        self.init_weights()
 
     def pooled_features(self, input_values: torch.Tensor) -> torch.Tensor:
         """Clip embedding (batch, hidden_size): the mean of the normalised class and distillation tokens."""
@@ -386,34 +349,29 @@ class PaSSTBackbone(nn.Module):
         return self.classifier(self.pooled_features(input_values))
 
     @torch.no_grad()
-    def init_weights(self) -> None:
+    def init_module_weights(self, module: nn.Module) -> None:
         """PaSST / ViT initialisation: truncated normal (std ``initializer_range``) weights and positional
-        embeddings, zero biases, unit LayerNorms.
-
-        Uses ``transformers.initialization``, which skips tensors flagged as loaded by ``from_pretrained``, so
-        calling it from the wrapper's ``_init_weights`` only fills what a checkpoint did not provide.
-        """
-        std = self.backbone_config["initializer_range"]
-        for module in self.modules():
-            if isinstance(module, (nn.Linear, nn.Conv2d)):
-                init.trunc_normal_(module.weight, std=std)
-                if module.bias is not None:
-                    init.zeros_(module.bias)
-            elif isinstance(module, nn.LayerNorm):
-                init.ones_(module.weight)
+        embeddings, zero biases, unit LayerNorms."""
+        std = self.config.initializer_range
+        if isinstance(module, (nn.Linear, nn.Conv2d)):
+            init.trunc_normal_(module.weight, std=std)
+            if module.bias is not None:
                 init.zeros_(module.bias)
-            elif isinstance(module, PaSSTEmbeddings):
-                for parameter in (
-                    module.cls_token,
-                    module.distillation_token,
-                    module.token_position_embeddings,
-                    module.frequency_position_embeddings,
-                    module.time_position_embeddings,
-                ):
-                    init.trunc_normal_(parameter, std=std)
+        elif isinstance(module, nn.LayerNorm):
+            init.ones_(module.weight)
+            init.zeros_(module.bias)
+        elif isinstance(module, PaSSTEmbeddings):
+            for parameter in (
+                module.cls_token,
+                module.distillation_token,
+                module.token_position_embeddings,
+                module.frequency_position_embeddings,
+                module.time_position_embeddings,
+            ):
+                init.trunc_normal_(parameter, std=std)
 
     def extra_repr(self) -> str:
-        config = self.backbone_config
+        config = self.config
         frequency_positions, time_positions = passt_grid_size(config)
-        patchout = ", ".join(f"{key}={config[key]}" for key in ("s_patchout_t", "s_patchout_f", "u_patchout"))
+        patchout = ", ".join(f"{key}={getattr(config, key)}" for key in ("s_patchout_t", "s_patchout_f", "u_patchout"))
         return f"grid={frequency_positions}x{time_positions}, {patchout}"

@@ -3,10 +3,9 @@
 Files (wav, flac, ogg/vorbis, mp3 with libsndfile >= 1.1, ...) are decoded with ``soundfile``
 and resampled with ``soxr``. Every failure names the file or array at fault: missing,
 unreadable, empty, too short, multi-channel where mono is required, or at the wrong rate when
-resampling is off. Used by the HLP pipeline and by training (``hlp_audio.training``).
+resampling is off. Used by the HLP pipeline, ``hlp-audio tag`` and training (``hlp_audio.training``).
 
-Imports only numpy at module level (``soundfile`` and ``soxr`` on first use), so that the file
-travels to the Hub as remote code with ``pipeline_hlp_audio.py``.
+Imports only numpy at module level (``soundfile`` and ``soxr`` on first use).
 """
 
 import io

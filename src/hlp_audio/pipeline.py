@@ -6,10 +6,13 @@ with soxr (``audio_loading``), and for multi-label HLP taggers returns sigmoid s
 would make the scores of a class and its parents compete, while post-HLP guarantees that a parent
 never scores below an unambiguous child.
 
-It reaches ``pipeline("audio-classification", model=...)`` two ways: ``import hlp_audio`` registers
-it for the task, and a saved model lists it in ``config.custom_pipelines`` next to this file, for
-``trust_remote_code=True`` where ``hlp-audio`` is not installed. For a model that is not an HLP
-tagger, constructing this class returns transformers' own pipeline, unchanged.
+Pass it to transformers explicitly (nothing is registered for the task, so other models keep
+transformers' own pipeline)::
+
+    pipeline("audio-classification", model="org/mn04-hlp", pipeline_class=HLPAudioClassificationPipeline)
+
+Without it, ``pipeline("audio-classification", model=...)`` builds transformers' pipeline, which
+also returns sigmoid scores for an HLP tagger (its config is multi-label) but needs ffmpeg for files.
 """
 
 import os
@@ -59,18 +62,13 @@ class HLPAudioClassificationPipeline(AudioClassificationPipeline):
     Returns, per input, a list of ``{"label": str, "score": float}``, best first (equal scores in class order).
     """
 
-    is_hlp_audio_pipeline = True
-
-    def __new__(cls, *args, **kwargs):
-        model = kwargs.get("model", args[0] if args else None)
-        if model is not None and not is_hlp_audio_model(model):
-            # Registered for the whole "audio-classification" task: other models keep transformers' pipeline.
-            return AudioClassificationPipeline(*args, **kwargs)
-        return super().__new__(cls)
-
     def check_model_type(self, supported_models):
         if not is_hlp_audio_model(self.model):
-            super().check_model_type(supported_models)
+            raise ValueError(
+                f"HLPAudioClassificationPipeline tags with HLP taggers (model_type {HLP_AUDIO_MODEL_TYPE!r}); got a "
+                f"{type(self.model).__name__} (model_type {getattr(self.model.config, 'model_type', None)!r}): use "
+                'pipeline("audio-classification", model=...) without pipeline_class for other models'
+            )
 
     def _sanitize_parameters(self, top_k=_UNSET, function_to_apply=None, mono=None, resample=None, **kwargs):
         preprocess_params: Dict[str, Any] = {}

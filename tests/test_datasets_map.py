@@ -19,15 +19,9 @@ datasets = pytest.importorskip("datasets")
 from datasets import ClassLabel, Dataset, Features, LargeList, List, Value  # noqa: E402
 
 from hlp_audio import HLPInputError, Ontology, load_segments, propagate_labels  # noqa: E402
-from hlp_audio.datasets_integration import (  # noqa: E402
-    AudioMatchError,
-    HLPPropagate,
-    MissingAudioWarning,
-    find_audio_files,
-    hlp_propagate,
-    load_audioset,
-    propagate_label_array,
-)
+from hlp_audio.audioset_dataset import AudioMatchError, MissingAudioWarning, find_audio_files, load_audioset  # noqa: E402
+from hlp_audio.datasets_map import HLPPropagate, hlp_propagate  # noqa: E402
+from hlp_audio.propagation import propagate_label_array  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
@@ -134,7 +128,7 @@ def test_propagate_label_array_matches_propagate_labels(eval_segments, audioset_
     assert propagate_label_array(labels, audioset_ontology).equals(propagate_labels(labels, audioset_ontology))
     chunked = pa.chunked_array([labels.slice(0, 1000), labels.slice(1000, 5)])
     out = propagate_label_array(chunked, audioset_ontology)
-    assert out.num_chunks == 2 and out.to_pylist() == propagate_labels(labels.slice(0, 1005), audioset_ontology).to_pylist()
+    assert isinstance(out, pa.ChunkedArray) and out.to_pylist() == propagate_labels(labels.slice(0, 1005), audioset_ontology).to_pylist()
 
 
 def test_null_rows_stay_null(rows, expected, audioset_ontology, lookup):
@@ -161,7 +155,9 @@ def test_multi_hot_vectors(rows, audioset_ontology, lookup, dtype, fixed, batche
     dense = dense_of(rows[:120], num_classes).astype(dtype)
     feature = List(Value(dtype), length=num_classes if fixed else -1)
     ds = Dataset.from_dict({"y": dense.tolist()}, features=Features({"y": feature}))
-    out = ds.map(hlp_propagate(audioset_ontology, "y", "y_hlp"), batched=batched, batch_size=50)
+    # integers in variable-length lists are class indices unless the column is declared multi-hot
+    label_format = "multi_hot" if dtype.startswith("int") and not fixed else None
+    out = ds.map(hlp_propagate(audioset_ontology, "y", "y_hlp", label_format=label_format), batched=batched, batch_size=50)
     got = np.array(out["y_hlp"])
     np.testing.assert_array_equal(got, reference_dense(dense, lookup))
     assert (got != dense).any()
@@ -179,14 +175,21 @@ def test_soft_labels_take_the_max(audioset_ontology, lookup):
     assert (got > soft).any()
 
 
-def test_integer_multi_hot_is_recognised(rows, audioset_ontology, lookup):
-    """0/1 integer lists of the ontology's width are multi-hot, not class indices [0, 1, 0, ...]."""
+@pytest.mark.parametrize("batch_size", [1, 7, 30])
+def test_integer_multi_hot_is_read_the_same_way_in_every_batch(rows, audioset_ontology, lookup, batch_size):
+    """The form of an integer column is decided once (its type or label_format), never from a batch's values.
+
+    A count of 2 in one row once made the whole batch read as class indices; now the same column gives the
+    same rows whatever the batch size, and without label_format it is an error with a hint, not a silent
+    misreading of vectors [0, 1, 0, ...] as class indices.
+    """
     dense = dense_of(rows[:30], len(audioset_ontology)).astype(np.int64)
+    dense[4, 10] = 2  # a count
     ds = Dataset.from_dict({"y": dense.tolist()})  # inferred as List(Value("int64"))
-    got = np.array(ds.map(hlp_propagate(audioset_ontology, "y"), batched=True)["y"])
+    got = np.array(ds.map(hlp_propagate(audioset_ontology, "y", label_format="multi_hot"), batched=True, batch_size=batch_size)["y"])
     np.testing.assert_array_equal(got, reference_dense(dense, lookup))
-    single = ds.select([0]).map(hlp_propagate(audioset_ontology, "y"))["y"][0]
-    assert single == reference_dense(dense[:1], lookup)[0].tolist()
+    with pytest.raises(HLPInputError, match="row 0 of this batch: 527 class indices with repeats.*label_format='multi_hot'"):
+        ds.map(hlp_propagate(audioset_ontology, "y"), batched=True, batch_size=batch_size)
 
 
 # ---------------------------------------------------------------------------- datasets machinery
@@ -228,7 +231,7 @@ def test_fingerprint_is_stable_across_processes(audioset_ontology, tmp_path):
     audioset_ontology.to_json(path)
     code = (
         "import sys; from datasets.fingerprint import Hasher; from hlp_audio import Ontology; "
-        "from hlp_audio.datasets_integration import hlp_propagate; "
+        "from hlp_audio import hlp_propagate; "
         "print(Hasher.hash(hlp_propagate(Ontology.from_json(sys.argv[1]), output_column='hlp_labels')))"
     )
     remote = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True, check=True)
@@ -290,8 +293,13 @@ def test_unknown_label_id_names_the_row(audioset_ontology):
         ds.map(hlp_propagate(audioset_ontology), batched=True)
     with pytest.raises(HLPInputError, match=r"row 1: unknown label '/m/not_a_class'"):
         ds.map(hlp_propagate(audioset_ontology), batched=True, batch_size=1, with_indices=True)
-    with pytest.raises(HLPInputError, match="map display names"):
-        ds.map(hlp_propagate(audioset_ontology))
+    names = Dataset.from_dict({"labels": [["Speech"], ["Dog", "Bark"]]})
+    with pytest.raises(HLPInputError, match=r"row 0 of this batch: unknown label 'Speech'.*display name: pass label_format='names'"):
+        names.map(hlp_propagate(audioset_ontology))
+    got = names.map(hlp_propagate(audioset_ontology, label_format="names"), batched=True)["labels"]
+    assert got[1][:2] == ["Dog", "Bark"] and "Animal" in got[1] and "Domestic animals, pets" in got[1]
+    with pytest.raises(HLPInputError, match=r"unknown label '/m/09x0r'.*class id: pass label_format='ids'"):
+        ds.map(hlp_propagate(audioset_ontology, label_format="names"), batched=True)
 
 
 def test_errors_name_the_dataset_row_with_indices(audioset_ontology):
@@ -314,9 +322,9 @@ def test_multi_hot_of_the_wrong_length(audioset_ontology, fixed):
     ds = Dataset.from_dict({"y": vectors}, features=Features({"y": List(Value("bool"), length=width if fixed else -1)}))
     with pytest.raises(HLPInputError, match=r"column 'y', row 0 of this batch: multi-hot vector of length 526, expected 527"):
         ds.map(hlp_propagate(audioset_ontology, "y"), batched=True)
-    mixed = Dataset.from_dict({"y": [[0] * 527, [0] * 527, [0, 1, 0, 1]]})  # 0/1 integers: multi-hot
+    mixed = Dataset.from_dict({"y": [[0] * 527, [0] * 527, [0, 1, 0, 1]]})
     with pytest.raises(HLPInputError, match=r"row 2 of this batch: multi-hot vector of length 4"):
-        mixed.map(hlp_propagate(audioset_ontology, "y"), batched=True)
+        mixed.map(hlp_propagate(audioset_ontology, "y", label_format="multi_hot"), batched=True)
 
 
 def test_non_finite_and_null_values(audioset_ontology):
@@ -326,19 +334,26 @@ def test_non_finite_and_null_values(audioset_ontology):
     with pytest.raises(HLPInputError, match=r"row 2 of this batch: multi-hot value nan for class 5 is not finite"):
         ds.map(hlp_propagate(audioset_ontology, "y"), batched=True)
     nulls = Dataset.from_dict({"labels": [[1], [2, None]]}, features=Features({"labels": List(Value("int64"))}))
-    with pytest.raises(HLPInputError, match=r"row 1 of this batch: a label is null"):
+    with pytest.raises(HLPInputError, match=r"row 1 of this batch: a label is missing \(null\)"):
         nulls.map(hlp_propagate(audioset_ontology), batched=True)
 
 
-def test_class_label_names_must_match_the_ontology(audioset_ontology):
+def test_class_labels_in_another_order_are_mapped_through_their_names(audioset_ontology, rows, expected):
     names = list(audioset_ontology.names)
-    names[3], names[4] = names[4], names[3]
-    ds = Dataset.from_dict({"labels": [[0]]}, features=Features({"labels": List(ClassLabel(names=names))}))
-    with pytest.raises(HLPInputError, match=r"class 3 is 'Conversation' in the dataset and 'Child speech, kid speaking'"):
-        ds.map(hlp_propagate(audioset_ontology), batched=True)
+    order = np.random.default_rng(3).permutation(len(names))  # dataset class k is ontology class order[k]
+    shuffled = [names[i] for i in order]
+    position = np.argsort(order)  # ontology class -> dataset class
+    to_dataset = [[int(position[i]) for i in row] for row in rows[:100]]
+    ds = Dataset.from_dict({"labels": to_dataset}, features=Features({"labels": List(ClassLabel(names=shuffled))}))
+    out = ds.map(hlp_propagate(audioset_ontology), batched=True, batch_size=33)
+    assert [[int(order[k]) for k in row] for row in out["labels"]] == expected[:100]
+    assert out.features["labels"].feature.names == shuffled
     short = Dataset.from_dict({"labels": [[0]]}, features=Features({"labels": List(ClassLabel(names=names[:10]))}))
-    with pytest.raises(HLPInputError, match="ClassLabel with 10 classes, but the ontology has 527"):
+    with pytest.raises(HLPInputError, match="the ClassLabel has no class for .* which HLP can add"):
         short.map(hlp_propagate(audioset_ontology), batched=True)
+    unknown = Dataset.from_dict({"labels": [[0]]}, features=Features({"labels": List(ClassLabel(names=["Speech", "Zorb"]))}))
+    with pytest.raises(HLPInputError, match="ClassLabel class 1 is 'Zorb', neither a class id nor a display name"):
+        unknown.map(hlp_propagate(audioset_ontology), batched=True)
     mids = Dataset.from_dict({"labels": [[0, 1]]}, features=Features({"labels": List(ClassLabel(names=list(audioset_ontology.labels)))}))
     assert mids.map(hlp_propagate(audioset_ontology), batched=True)["labels"] == [[0, 1]]
 
@@ -488,12 +503,12 @@ def test_map_on_all_splits_equals_propagate_labels(all_audioset, audioset_ontolo
     assert mapped.equals(propagate_labels(full.data.column("labels").combine_chunks(), audioset_ontology))
 
 
-def test_integer_rows_that_fit_both_readings_need_label_format():
-    # With two classes, [0, 1] is the multi-hot vector "p" or the class-index list "c and p".
+def test_integer_rows_that_fit_both_readings_follow_the_declared_form():
+    # With two classes, [0, 1] is the multi-hot vector "p" or the class-index list "c and p": integer lists
+    # are class indices unless label_format says multi-hot.
     two = Ontology.from_parents(["p", "c"], {"c": ["p"]})
     ds = Dataset.from_dict({"y": [[0, 1], [1, 0]]})
-    with pytest.raises(HLPInputError, match="pass label_format='multi_hot' or 'indices'"):
-        ds.map(hlp_propagate(two, "y"), batched=True)
+    assert ds.map(hlp_propagate(two, "y"), batched=True)["y"] == [[0, 1], [1, 0]]
     as_multi_hot = ds.map(hlp_propagate(two, "y", label_format="multi_hot"), batched=True)["y"]
     assert as_multi_hot == [[1, 1], [1, 0]]  # c (index 1) raises p (index 0)
     as_indices = ds.map(hlp_propagate(two, "y", label_format="indices"), batched=True)["y"]

@@ -17,9 +17,17 @@ from typing import Any, Dict, List, Optional, Union
 
 from .cards import render_card
 
-__all__ = ["MAPResult", "HLPModelCard", "LABEL_SETS", "MODEL_CARD_TEMPLATE"]
+__all__ = ["MAPResult", "HLPModelCard", "LABEL_SETS", "HEADLINE_MAPS", "MODEL_CARD_TEMPLATE"]
 
 MODEL_CARD_TEMPLATE = "model_card.md"
+
+#: The four headline figures: (reference labels, post-HLP) -> key of ``compute_hierarchical_map``'s result.
+HEADLINE_MAPS = {
+    ("AS-Base", False): "map",
+    ("AS-Base", True): "map_post",
+    ("AS-HLP", False): "map_hlp",
+    ("AS-HLP", True): "map_hlp_post",
+}
 
 # The two label sets of the paper: AudioSet's original labels, and the same labels after HLP.
 LABEL_SETS = {

@@ -1,0 +1,26 @@
+"""Conversion of original checkpoints into HLP tagger folders, one module per source model.
+
+- :mod:`.from_ast`: transformers' ``ASTForAudioClassification`` (``convert_ast``);
+- :mod:`.from_efficientat`: EfficientAT "mn" state dicts (``convert_efficientat``);
+- :mod:`.from_passt`: PaSST / ``hear21passt`` checkpoints (``convert_passt``);
+- :mod:`.common`: checkpoint reading, the AudioSet tagger, save-and-verify, sample tagging.
+
+``scripts/convert_*.py`` are the command-line front ends.
+"""
+
+from .common import CheckpointError, print_top_tags, save_and_verify
+from .from_ast import convert_ast, hlp_tagger_from_ast
+from .from_efficientat import EfficientATCheckpointError, convert_efficientat
+from .from_passt import PaSSTCheckpointError, convert_passt
+
+__all__ = [
+    "CheckpointError",
+    "EfficientATCheckpointError",
+    "PaSSTCheckpointError",
+    "convert_ast",
+    "convert_efficientat",
+    "convert_passt",
+    "hlp_tagger_from_ast",
+    "print_top_tags",
+    "save_and_verify",
+]

@@ -1,0 +1,306 @@
+"""The training loop of ``scripts/train.py``: :func:`train` runs a job from its parsed options.
+
+Each epoch: train on clips decoded from files in DataLoader workers (random crop / pad to the clip
+length), compute the features batched on the accelerator, augment (time / frequency masking,
+mixup), evaluate the mAP on the base and HLP references with and without post-HLP (gathered over
+processes), keep the best model in ``OUTPUT_DIR/best`` and a resumable checkpoint in
+``OUTPUT_DIR/checkpoints``. ``--resume`` continues an interrupted run; it gives the same weights
+as an uninterrupted run with the same seed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import math
+import shutil
+from pathlib import Path
+from typing import Optional
+
+import torch
+from accelerate import Accelerator
+from accelerate.utils import set_seed
+from tqdm.auto import tqdm
+
+from ..hub import publish_model
+from ..metrics import compute_hierarchical_map
+from ..ontology import Ontology
+from .augmentation import mask_time_frequency, mixup
+from .checkpoints import TrainingProgress, save_trained_model
+from .clips import AudioClipDataset
+from .manifests import manifest_options, read_manifest
+from .models import build_front_end, build_model, feature_axes, post_hlp_disabled, predict
+from .optimization import build_lr_scheduler, build_optimizer
+from .sampling import ClassBalancedSampler, ShuffleSampler, class_balanced_weights, seed_everything_for_step, step_rng
+
+__all__ = ["train", "load_ontology", "find_checkpoint", "changed_recipe", "CHECKPOINT_PREFIX"]
+
+CHECKPOINT_PREFIX = "step_"
+
+
+def load_ontology(args) -> Optional[Ontology]:
+    if args.ontology in (None, "") and args.model_name_or_path is not None:
+        return None  # the checkpoint's
+    if args.ontology in (None, "", "audioset"):
+        return Ontology.from_audioset(audioset_dir=args.audioset_dir)
+    return Ontology.from_json(args.ontology)
+
+
+def find_checkpoint(output_dir: Path, resume: str) -> Path:
+    if resume != "latest":
+        path = Path(resume)
+        if not path.is_dir():
+            raise FileNotFoundError(f"--resume {resume}: no such checkpoint folder")
+        return path
+    checkpoints = sorted((output_dir / "checkpoints").glob(CHECKPOINT_PREFIX + "*"))
+    if not checkpoints:
+        raise FileNotFoundError(f"--resume: no checkpoint in {output_dir / 'checkpoints'}")
+    return checkpoints[-1]
+
+
+# Options that do not change what is trained: they may differ between an interrupted run and its resumption.
+NEUTRAL_OPTIONS = {
+    "resume", "stop_after_steps", "push_to_hub", "hub_private", "no_progress", "num_workers", "report_to",
+    "logging_steps", "checkpointing_steps", "checkpoints_total_limit", "output_dir",
+}
+
+
+def changed_recipe(saved_args: Path, run_record: dict) -> list:
+    """(option, before, now) for every option that changed since the run being resumed."""
+    if not saved_args.is_file():
+        return []
+    before = json.loads(saved_args.read_text())
+    now = json.loads(json.dumps(run_record, default=str))  # the same JSON round trip as the saved record
+    return [
+        (key, before.get(key), now.get(key))
+        for key in sorted(set(before) | set(now))
+        if key not in NEUTRAL_OPTIONS and before.get(key) != now.get(key)
+    ]
+
+
+def train(args: argparse.Namespace) -> dict:
+    """Run a training job from parsed options (:func:`~hlp_audio.training.parse_train_args`); returns its results."""
+    output_dir = Path(args.output_dir)
+    log_with = None
+    if args.report_to != "none":
+        if importlib.util.find_spec("tensorboard") is not None:
+            log_with = "tensorboard"
+        elif args.report_to == "tensorboard":
+            raise ImportError("--report-to tensorboard needs the tensorboard package: pip install tensorboard")
+    accelerator = Accelerator(
+        mixed_precision=args.mixed_precision,
+        gradient_accumulation_steps=args.gradient_accumulation_steps,
+        log_with=log_with,
+        project_dir=str(output_dir),
+    )
+
+    # ---------------------------------------------------------------------------- model and data
+    set_seed(args.seed)  # the initial weights of a model trained from scratch (or of a new head)
+    ontology = load_ontology(args)
+    model, feature_extractor, ontology = build_model(
+        ontology=ontology,
+        model_name_or_path=args.model_name_or_path,
+        backbone_type=args.backbone_type,
+        backbone_size=args.backbone_size,
+        backbone_overrides=args.backbone_config,
+        post_hlp=args.post_hlp,
+        hlp_targets=args.hlp,
+    )
+    if args.freeze_body:
+        model.freeze_backbone()
+    sampling_rate = int(feature_extractor.sampling_rate)
+    manifest_kwargs = manifest_options(args)
+    train_manifest = read_manifest(args.train_manifest, ontology, split=args.train_split, **manifest_kwargs)
+    # Sampling weights come from the original labels, so that runs with and without --hlp draw the
+    # same clips and differ only in their targets.
+    sampling_labels = train_manifest.labels
+    if args.hlp:  # before mixup: a mix of propagated labels, not a propagated mix
+        train_manifest = train_manifest.with_hlp(ontology)
+    train_set = AudioClipDataset(
+        train_manifest, sampling_rate=sampling_rate, clip_seconds=args.clip_seconds, random_crop=True, seed=args.seed
+    )
+    if args.balanced_sampler:
+        weights = class_balanced_weights(sampling_labels, len(ontology), offset=args.sampler_offset)
+        sampler = ClassBalancedSampler(weights, args.epoch_size, replacement=args.sampler_replacement, seed=args.seed)
+    else:
+        sampler = ShuffleSampler(len(train_set), seed=args.seed)
+    loader_options = dict(num_workers=args.num_workers, pin_memory=accelerator.device.type == "cuda")
+    train_loader = torch.utils.data.DataLoader(train_set, batch_size=args.batch_size, sampler=sampler, drop_last=True, **loader_options)
+    eval_loader = None
+    if args.eval_manifest:
+        eval_manifest = read_manifest(args.eval_manifest, ontology, split=args.eval_split, **manifest_kwargs)
+        eval_set = AudioClipDataset(eval_manifest, sampling_rate=sampling_rate, clip_seconds=args.eval_clip_seconds)
+        eval_loader = torch.utils.data.DataLoader(eval_set, batch_size=args.eval_batch_size, shuffle=False, **loader_options)
+    if len(train_loader) == 0:
+        raise ValueError(f"{len(train_set)} training clips make no full batch of {args.batch_size}")
+
+    # ---------------------------------------------------------------------------- optimisation
+    optimizer = build_optimizer(
+        model, lr=args.lr, weight_decay=args.weight_decay, head_lr=args.head_lr, head_prefix="backbone.classifier."
+    )
+    if eval_loader is not None:
+        model, optimizer, train_loader, eval_loader = accelerator.prepare(model, optimizer, train_loader, eval_loader)
+    else:
+        model, optimizer, train_loader = accelerator.prepare(model, optimizer, train_loader)
+    updates_per_epoch = math.ceil(len(train_loader) / args.gradient_accumulation_steps)
+    total_steps = updates_per_epoch * args.epochs
+    warmup_steps = args.warmup_steps if args.warmup_steps is not None else int(args.warmup_ratio * total_steps)
+    scheduler = build_lr_scheduler(optimizer, warmup_steps=min(warmup_steps, total_steps), total_steps=total_steps, min_lr_ratio=args.min_lr_ratio)
+    progress = TrainingProgress()
+    accelerator.register_for_checkpointing(scheduler, progress)
+    unwrapped = accelerator.unwrap_model(model)
+    front_end = build_front_end(unwrapped, feature_extractor).to(accelerator.device)
+    time_axis, freq_axis = feature_axes(unwrapped)
+    run_record = {**vars(args), "num_processes": accelerator.num_processes, "train_clips": len(train_manifest)}
+    run_record.pop("hub_token")  # never written to disk
+    best_metric = args.best_metric or ("map_hlp" if args.hlp else "map") + ("_post" if args.post_hlp else "")
+
+    if args.resume:
+        checkpoint = find_checkpoint(output_dir, args.resume)
+        accelerator.print(f"resuming from {checkpoint}")
+        changed = changed_recipe(output_dir / "training_args.json", run_record)
+        if changed:
+            accelerator.print(
+                "warning: the recipe differs from the interrupted run's, so the result will differ from an "
+                "uninterrupted run: " + "; ".join(f"{key}: {old!r} -> {new!r}" for key, old, new in changed)
+            )
+        accelerator.load_state(str(checkpoint))
+    if accelerator.is_main_process:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        (output_dir / "training_args.json").write_text(json.dumps(run_record, indent=2, default=str))
+    if log_with:
+        accelerator.init_trackers("train", config={k: v for k, v in vars(args).items() if isinstance(v, (int, float, str, bool))})
+
+    def log(values: dict, step: int) -> None:
+        if log_with:
+            accelerator.log(values, step=step)
+        if accelerator.is_main_process:
+            with open(output_dir / "metrics.jsonl", "a") as handle:
+                handle.write(json.dumps({"step": step, **values}) + "\n")
+
+    def save_checkpoint() -> None:
+        path = output_dir / "checkpoints" / f"{CHECKPOINT_PREFIX}{progress.global_step:08d}"
+        accelerator.save_state(str(path))
+        if accelerator.is_main_process:
+            existing = sorted((output_dir / "checkpoints").glob(CHECKPOINT_PREFIX + "*"))
+            for old in existing[: max(0, len(existing) - args.checkpoints_total_limit)]:
+                shutil.rmtree(old)
+        accelerator.wait_for_everyone()
+
+    accelerator.print(
+        f"{len(train_set)} training clips, {updates_per_epoch} optimizer steps per epoch x {args.epochs} epochs, "
+        f"{accelerator.num_processes} process(es), effective batch {args.batch_size * args.gradient_accumulation_steps * accelerator.num_processes}"
+    )
+
+    # ---------------------------------------------------------------------------- loop
+    stopped = False
+    running_loss = torch.zeros((), device=accelerator.device)
+    running_count = 0
+    for epoch in range(progress.epoch, args.epochs):
+        # accelerate's loader re-sets the epoch of the sampler (and data set) from its own counter at
+        # every iteration: set that counter too, or a resumed run would redraw epoch 0's order
+        train_loader.set_epoch(epoch)
+        train_set.set_epoch(epoch)
+        sampler.set_epoch(epoch)
+        loader = train_loader
+        if progress.batches_in_epoch:
+            loader = accelerator.skip_first_batches(train_loader, progress.batches_in_epoch)
+        model.train()
+        if args.freeze_body:  # linear probing: the body also keeps its batch-norm statistics and skips dropout
+            unwrapped.backbone.eval()
+            unwrapped.classifier.train()
+        bar = tqdm(
+            total=len(train_loader),
+            initial=progress.batches_in_epoch,
+            desc=f"epoch {epoch + 1}/{args.epochs}",
+            disable=args.no_progress or not accelerator.is_local_main_process,
+        )
+        with post_hlp_disabled(unwrapped):  # the loss is on the raw logits; post-HLP is for inference
+            for batch in loader:
+                seed_everything_for_step(args.seed, progress.micro_step, accelerator.process_index)
+                rng = step_rng(args.seed, progress.micro_step, accelerator.process_index)
+                with accelerator.accumulate(model):
+                    with torch.no_grad():
+                        features = front_end(batch["waveform"])
+                        targets = batch["labels"]
+                        if args.time_mask or args.freq_mask:
+                            features = mask_time_frequency(
+                                features, rng, time_axis=time_axis, freq_axis=freq_axis,
+                                time_mask=args.time_mask, freq_mask=args.freq_mask,
+                                num_time_masks=args.num_time_masks, num_freq_masks=args.num_freq_masks,
+                            )
+                        if args.mixup:
+                            features, targets = mixup(features, targets, args.mixup, rng)
+                    loss = model(input_values=features, labels=targets).loss
+                    accelerator.backward(loss)
+                    if accelerator.sync_gradients and args.max_grad_norm:
+                        accelerator.clip_grad_norm_(model.parameters(), args.max_grad_norm)
+                    optimizer.step()
+                    if accelerator.sync_gradients and not accelerator.optimizer_step_was_skipped:
+                        scheduler.step()
+                    optimizer.zero_grad(set_to_none=True)
+                running_loss += loss.detach()
+                running_count += 1
+                progress.micro_step += 1
+                progress.batches_in_epoch += 1
+                bar.update(1)
+                if not accelerator.sync_gradients:
+                    continue
+                progress.global_step += 1
+                if progress.global_step % args.logging_steps == 0:
+                    mean_loss = accelerator.reduce(running_loss / running_count, reduction="mean").item()
+                    running_loss.zero_()
+                    running_count = 0
+                    bar.set_postfix(loss=f"{mean_loss:.4f}")
+                    log({"train/loss": mean_loss, "train/lr": scheduler.get_last_lr()[0], "train/epoch": epoch + progress.batches_in_epoch / len(train_loader)}, progress.global_step)
+                if args.checkpointing_steps and progress.global_step % args.checkpointing_steps == 0:
+                    save_checkpoint()
+                if args.stop_after_steps and progress.global_step >= args.stop_after_steps and progress.batches_in_epoch < len(train_loader):
+                    stopped = True
+                    break
+        bar.close()
+        if stopped:
+            save_checkpoint()
+            accelerator.print(f"stopped after {progress.global_step} optimizer steps; continue with --resume")
+            break
+
+        # ---------------------------------------------------------------- end of epoch
+        progress.epoch, progress.batches_in_epoch = epoch + 1, 0
+        if running_count:
+            mean_loss = accelerator.reduce(running_loss / running_count, reduction="mean").item()
+            running_loss.zero_()
+            running_count = 0
+            log({"train/loss": mean_loss, "train/lr": scheduler.get_last_lr()[0], "train/epoch": epoch + 1}, progress.global_step)
+        if eval_loader is not None:
+            logits, labels = predict(model, eval_loader, front_end, accelerator, progress=not args.no_progress)
+            metrics = compute_hierarchical_map(logits, labels, ontology)
+            progress.history.append({"epoch": epoch + 1, "step": progress.global_step, **metrics})
+            log({f"eval/{key}": value for key, value in metrics.items()}, progress.global_step)
+            accelerator.print(
+                f"epoch {epoch + 1}: " + ", ".join(f"{key} {metrics[key]:.4f}" for key in ("map", "map_post", "map_hlp", "map_hlp_post"))
+            )
+            if progress.best_metric is None or metrics[best_metric] > progress.best_metric:
+                progress.best_metric, progress.best_epoch = metrics[best_metric], epoch + 1
+                save_trained_model(accelerator, model, feature_extractor, output_dir / "best", args=run_record, metrics=metrics, progress=progress)
+        if args.stop_after_steps and progress.global_step >= args.stop_after_steps and epoch + 1 < args.epochs:
+            stopped = True
+        save_checkpoint()
+        if stopped:
+            accelerator.print(f"stopped after {progress.global_step} optimizer steps; continue with --resume")
+            break
+
+    results = {"global_step": progress.global_step, "epoch": progress.epoch, "stopped": stopped, "history": progress.history}
+    if not stopped:
+        final_metrics = progress.history[-1] if progress.history else None
+        save_trained_model(accelerator, model, feature_extractor, output_dir / "final", args=run_record, metrics=final_metrics, progress=progress)
+        results.update(best_metric=best_metric, best_value=progress.best_metric, best_epoch=progress.best_epoch)
+        if accelerator.is_main_process:
+            (output_dir / "results.json").write_text(json.dumps(results, indent=2))
+        if args.push_to_hub and accelerator.is_main_process:
+            folder = output_dir / "best" if (output_dir / "best").is_dir() else output_dir / "final"
+            commit = publish_model(folder, args.push_to_hub, private=args.hub_private, token=args.hub_token)
+            accelerator.print(f"pushed {folder} to {args.push_to_hub}: {commit}")
+        accelerator.wait_for_everyone()
+    accelerator.end_training()
+    return results
