@@ -253,8 +253,10 @@ def test_shape_errors(hlp_model):
 def test_tuple_output(hlp_model):
     inputs = _features(batch=1)
     with torch.no_grad():
-        (logits,) = hlp_model(inputs, return_dict=False)
-        assert torch.equal(logits, hlp_model(inputs).logits)
+        logits, raw_logits = hlp_model(inputs, return_dict=False)
+        outputs = hlp_model(inputs)
+        assert torch.equal(logits, outputs.logits) and torch.equal(raw_logits, outputs.raw_logits)
+        assert torch.equal(hlp_model.propagate_logits(raw_logits), logits)
 
 
 def test_freeze_backbone_splits_body_and_head(audioset_ontology):

@@ -449,9 +449,9 @@ def test_build_model_from_scratch_and_from_a_checkpoint_with_a_new_label_set(ont
         build_model(ontology=ontology)
 
 
-def test_predict_returns_logits_before_post_hlp_and_restores_the_flag(ontology, corpus):
+def test_predict_returns_logits_before_post_hlp(ontology, corpus):
     from hlp_audio import propagate_scores
-    from hlp_audio.training import build_front_end, build_model, post_hlp_disabled, predict
+    from hlp_audio.training import build_front_end, build_model, predict
 
     _, manifest_path, _ = corpus
     model, extractor, _ = build_model(ontology=ontology, backbone_type="efficientat", backbone_size="tiny")
@@ -461,16 +461,45 @@ def test_predict_returns_logits_before_post_hlp_and_restores_the_flag(ontology, 
     front_end = build_front_end(model, extractor)
     model.train()
     logits, targets = predict(model, loader, front_end)
-    assert model.training and model.config.post_hlp  # both restored
+    assert model.training and model.config.post_hlp  # both untouched
     np.testing.assert_array_equal(targets, manifest.multi_hot())
     model.eval()
     with torch.no_grad():
         waves = torch.stack([dataset[i]["waveform"] for i in range(len(dataset))])
-        with post_hlp_disabled(model):
-            raw = model(input_values=front_end(waves)).logits.numpy()
-        post = model(input_values=front_end(waves)).logits.numpy()
-    np.testing.assert_allclose(logits, raw, atol=1e-5)
-    np.testing.assert_allclose(propagate_scores(logits, ontology), post, atol=1e-5)
+        outputs = model(input_values=front_end(waves))
+    np.testing.assert_allclose(logits, outputs.raw_logits.numpy(), atol=1e-5)
+    np.testing.assert_allclose(propagate_scores(logits, ontology), outputs.logits.numpy(), atol=1e-5)
+    assert not np.allclose(outputs.logits.numpy(), outputs.raw_logits.numpy())  # post-HLP does change parents
+
+
+def test_trainer_compute_metrics_gets_the_raw_logits(ontology, tmp_path):
+    """With the HF Trainer, predictions are (logits, raw_logits): the metric on raw_logits keeps map != map_post."""
+    import datasets
+    from transformers import Trainer, TrainingArguments
+
+    from hlp_audio.metrics import compute_hierarchical_map
+    from hlp_audio.training import build_model
+
+    torch.manual_seed(0)
+    model, _, _ = build_model(ontology=ontology, backbone_type="efficientat", backbone_size="tiny")
+    rng = np.random.default_rng(0)
+    labels = (rng.random((24, 6)) < 0.4).astype(np.float32)
+    features = rng.standard_normal((24, 16, 40)).astype(np.float32)
+    data = datasets.Dataset.from_dict({"input_values": features.tolist(), "labels": labels.tolist()}).with_format("torch")
+    seen = {}
+
+    def compute_metrics(eval_pred):
+        logits, raw_logits = eval_pred.predictions
+        seen["logits"], seen["raw"] = logits, raw_logits
+        result = compute_hierarchical_map(raw_logits, eval_pred.label_ids, ontology)
+        return {key: result[key] for key in ("map", "map_post")}
+
+    args = TrainingArguments(output_dir=str(tmp_path), per_device_eval_batch_size=8, report_to=[], use_cpu=True)
+    metrics = Trainer(model=model, args=args, eval_dataset=data, compute_metrics=compute_metrics).evaluate()
+    from hlp_audio import propagate_scores
+
+    np.testing.assert_allclose(propagate_scores(seen["raw"], ontology), seen["logits"], atol=1e-6)
+    assert metrics["eval_map"] != metrics["eval_map_post"]
 
 
 def test_evaluation_metrics_against_sklearn(ontology):

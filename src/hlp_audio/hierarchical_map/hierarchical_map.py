@@ -68,9 +68,11 @@ that mapping as JSON text, or the path of such a JSON file.
 
 _KWARGS_DESCRIPTION = """
 Args:
-    predictions (`array-like` of shape (N, C)): scores of every class for every clip: logits or
-        probabilities (any monotone scale gives the same result), finite. C is the number of
-        classes of the ontology.
+    predictions (`array-like` of shape (N, C)): raw scores of every class for every clip, BEFORE
+        post-HLP: logits or probabilities (any monotone scale gives the same result), finite. C is
+        the number of classes of the ontology. With an hlp-audio tagger pass `outputs.raw_logits`
+        (with the transformers `Trainer`, `eval_pred.predictions[1]`): the metric applies post-HLP
+        itself for the `*_post` keys, and already post-HLP'd logits would make `map` equal `map_post`.
     references (`array-like` of shape (N, C)): the original multi-hot labels, 0 or 1. Do not
         propagate them: the metric does it for the `*_hlp*` keys.
     return_per_class (`bool`, defaults to `False`): also return the per-class values.

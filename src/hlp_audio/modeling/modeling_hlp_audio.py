@@ -14,12 +14,13 @@ not installed. Adding a backbone = a sibling ``modeling_<kind>.py`` implementing
 ``backbone.HLPBackbone``, and one line in :data:`BACKBONES`.
 """
 
+from dataclasses import dataclass
 from typing import Dict, Iterator, Optional, Tuple, Union
 
 import torch
 from torch import nn
 from torch.nn import functional as F
-from transformers.modeling_outputs import SequenceClassifierOutput
+from transformers.utils import ModelOutput
 from transformers.modeling_utils import PreTrainedModel
 
 from .configuration_hlp_audio import HLPAudioConfig
@@ -32,6 +33,7 @@ from .modeling_passt import PaSSTBackbone
 __all__ = [
     "BACKBONES",
     "backbone_class",
+    "HLPAudioClassifierOutput",
     "HLPAudioPreTrainedModel",
     "HLPAudioForAudioClassification",
 ]
@@ -52,6 +54,22 @@ def backbone_class(backbone_type: str) -> type:
     if backbone_type not in BACKBONES:
         raise ValueError(f"unknown backbone_type {backbone_type!r}; available: {sorted(BACKBONES)}")
     return BACKBONES[backbone_type]
+
+
+@dataclass
+class HLPAudioClassifierOutput(ModelOutput):
+    """Output of :class:`HLPAudioForAudioClassification`.
+
+    Args:
+        loss: binary cross-entropy on ``raw_logits`` (when labels are given).
+        logits: the tagger's logits, post-HLP'd when ``config.post_hlp`` is on (what ``pipeline()`` scores).
+        raw_logits: the backbone's logits before post-HLP. Evaluate with these (e.g. ``hierarchical_map``,
+            which computes the mAP with and without post-HLP itself); with post-HLP off they equal ``logits``.
+    """
+
+    loss: Optional[torch.FloatTensor] = None
+    logits: Optional[torch.FloatTensor] = None
+    raw_logits: Optional[torch.FloatTensor] = None
 
 
 class HLPAudioPreTrainedModel(PreTrainedModel):
@@ -81,10 +99,12 @@ class HLPAudioForAudioClassification(HLPAudioPreTrainedModel):
     Args:
         config ([`HLPAudioConfig`]): backbone type and arguments, the ontology, ``post_hlp`` and ``hlp_targets``.
 
-    ``forward(input_values, labels=None)`` returns a ``SequenceClassifierOutput``:
+    ``forward(input_values, labels=None)`` returns an :class:`HLPAudioClassifierOutput`:
 
     - ``logits`` (batch, num_labels): the backbone's logits, post-HLP'd when ``config.post_hlp`` is on
       (out-of-place and differentiable: gradients reach the maximal entry of each class's chain);
+    - ``raw_logits`` (batch, num_labels): the backbone's logits before post-HLP, for evaluation (the
+      ``hierarchical_map`` metric applies post-HLP itself for its ``*_post`` figures);
     - ``loss`` when ``labels`` (batch, num_labels multi-hot, or soft targets in [0, 1]) are given: binary
       cross-entropy with logits, in float32, on the backbone's logits BEFORE post-HLP (post-HLP is an
       inference step), against the labels propagated up the hierarchy first when ``config.hlp_targets`` is on.
@@ -147,7 +167,7 @@ class HLPAudioForAudioClassification(HLPAudioPreTrainedModel):
         labels: Optional[torch.Tensor] = None,
         attention_mask: Optional[torch.Tensor] = None,
         return_dict: Optional[bool] = None,
-    ) -> Union[SequenceClassifierOutput, Tuple[torch.Tensor, ...]]:
+    ) -> Union[HLPAudioClassifierOutput, Tuple[torch.Tensor, ...]]:
         r"""
         input_values (`torch.FloatTensor`): features from the model's feature extractor, e.g. (batch, frames, mel bins)
             from `ASTFeatureExtractor` for an AST backbone.
@@ -162,9 +182,9 @@ class HLPAudioForAudioClassification(HLPAudioPreTrainedModel):
         # training does not depend on post_hlp and every class gets its own gradient.
         loss = self.compute_loss(raw_logits, labels) if labels is not None else None
         return_dict = return_dict if return_dict is not None else self.config.return_dict
-        if not return_dict:
-            return (loss, logits) if loss is not None else (logits,)
-        return SequenceClassifierOutput(loss=loss, logits=logits)
+        if not return_dict:  # with the HF Trainer, predictions are (logits, raw_logits)
+            return (loss, logits, raw_logits) if loss is not None else (logits, raw_logits)
+        return HLPAudioClassifierOutput(loss=loss, logits=logits, raw_logits=raw_logits)
 
     def compute_loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """Binary cross-entropy with logits (float32) against ``labels``, HLP-propagated when ``config.hlp_targets``."""

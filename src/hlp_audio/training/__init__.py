@@ -19,7 +19,7 @@ from .checkpoints import TrainingProgress, save_trained_model
 from .clips import AudioClipDataset, crop_or_pad
 from .evaluation import build_evaluate_parser, evaluate_model, markdown_table, plot_ap_change
 from .manifests import Manifest, ManifestError, add_manifest_arguments, manifest_options, multi_hot, read_manifest
-from .models import build_front_end, build_model, feature_axes, post_hlp_disabled, predict
+from .models import build_front_end, build_model, feature_axes, predict
 from .optimization import build_lr_scheduler, build_optimizer
 from .sampling import ClassBalancedSampler, ShuffleSampler, class_balanced_weights, seed_everything_for_step, step_rng
 from .trainer import train
@@ -50,7 +50,6 @@ __all__ = [
     "multi_hot",
     "parse_train_args",
     "plot_ap_change",
-    "post_hlp_disabled",
     "predict",
     "read_manifest",
     "save_trained_model",

@@ -15,7 +15,7 @@ from ..modeling.configuration_hlp_audio import HLPAudioConfig
 from ..modeling.modeling_hlp_audio import HLPAudioForAudioClassification, backbone_class
 from ..ontology import Ontology
 
-__all__ = ["build_model", "build_front_end", "feature_axes", "post_hlp_disabled", "predict"]
+__all__ = ["build_model", "build_front_end", "feature_axes", "predict"]
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -109,25 +109,10 @@ def _reset_output_layers(head: torch.nn.Module, num_labels: int) -> None:
         layer.reset_parameters()
 
 
-class post_hlp_disabled:
-    """Context manager: run a model without post-HLP (``config.post_hlp`` is read at every call)."""
-
-    def __init__(self, model):
-        self.config = model.config
-
-    def __enter__(self):
-        self.saved = self.config.post_hlp
-        self.config.post_hlp = False
-        return self
-
-    def __exit__(self, *exc):
-        self.config.post_hlp = self.saved
-        return False
-
-
 @torch.no_grad()
 def predict(model, loader, front_end, accelerator=None, *, progress: bool = False, desc: str = "evaluating"):
-    """Logits before post-HLP and targets of every clip of ``loader``: two (N, C) float32 arrays.
+    """Logits before post-HLP (the model's ``raw_logits``) and targets of every clip of ``loader``: two (N, C)
+    float32 arrays.
 
     With an ``accelerator`` the results of all processes are gathered (``gather_for_metrics``
     drops the duplicates that pad the last batch), so every process returns the whole set.
@@ -140,15 +125,14 @@ def predict(model, loader, front_end, accelerator=None, *, progress: bool = Fals
     logits, targets = [], []
     show = progress and (accelerator is None or accelerator.is_local_main_process)
     try:
-        with post_hlp_disabled(unwrapped):
-            for batch in tqdm(loader, desc=desc, disable=not show, leave=False):
-                features = front_end(batch["waveform"])
-                batch_logits = model(input_values=features).logits.float()
-                batch_targets = batch["labels"].float()
-                if accelerator is not None:
-                    batch_logits, batch_targets = accelerator.gather_for_metrics((batch_logits, batch_targets))
-                logits.append(batch_logits.cpu())
-                targets.append(batch_targets.cpu())
+        for batch in tqdm(loader, desc=desc, disable=not show, leave=False):
+            features = front_end(batch["waveform"])
+            batch_logits = model(input_values=features).raw_logits.float()
+            batch_targets = batch["labels"].float()
+            if accelerator is not None:
+                batch_logits, batch_targets = accelerator.gather_for_metrics((batch_logits, batch_targets))
+            logits.append(batch_logits.cpu())
+            targets.append(batch_targets.cpu())
     finally:
         model.train(was_training)
     num_classes = unwrapped.config.num_labels

@@ -30,7 +30,7 @@ from .augmentation import mask_time_frequency, mixup
 from .checkpoints import TrainingProgress, save_trained_model
 from .clips import AudioClipDataset
 from .manifests import manifest_options, read_manifest
-from .models import build_front_end, build_model, feature_axes, post_hlp_disabled, predict
+from .models import build_front_end, build_model, feature_axes, predict
 from .optimization import build_lr_scheduler, build_optimizer
 from .sampling import ClassBalancedSampler, ShuffleSampler, class_balanced_weights, seed_everything_for_step, step_rng
 
@@ -216,49 +216,48 @@ def train(args: argparse.Namespace) -> dict:
             desc=f"epoch {epoch + 1}/{args.epochs}",
             disable=args.no_progress or not accelerator.is_local_main_process,
         )
-        with post_hlp_disabled(unwrapped):  # the loss is on the raw logits; post-HLP is for inference
-            for batch in loader:
-                seed_everything_for_step(args.seed, progress.micro_step, accelerator.process_index)
-                rng = step_rng(args.seed, progress.micro_step, accelerator.process_index)
-                with accelerator.accumulate(model):
-                    with torch.no_grad():
-                        features = front_end(batch["waveform"])
-                        targets = batch["labels"]
-                        if args.time_mask or args.freq_mask:
-                            features = mask_time_frequency(
-                                features, rng, time_axis=time_axis, freq_axis=freq_axis,
-                                time_mask=args.time_mask, freq_mask=args.freq_mask,
-                                num_time_masks=args.num_time_masks, num_freq_masks=args.num_freq_masks,
-                            )
-                        if args.mixup:
-                            features, targets = mixup(features, targets, args.mixup, rng)
-                    loss = model(input_values=features, labels=targets).loss
-                    accelerator.backward(loss)
-                    if accelerator.sync_gradients and args.max_grad_norm:
-                        accelerator.clip_grad_norm_(model.parameters(), args.max_grad_norm)
-                    optimizer.step()
-                    if accelerator.sync_gradients and not accelerator.optimizer_step_was_skipped:
-                        scheduler.step()
-                    optimizer.zero_grad(set_to_none=True)
-                running_loss += loss.detach()
-                running_count += 1
-                progress.micro_step += 1
-                progress.batches_in_epoch += 1
-                bar.update(1)
-                if not accelerator.sync_gradients:
-                    continue
-                progress.global_step += 1
-                if progress.global_step % args.logging_steps == 0:
-                    mean_loss = accelerator.reduce(running_loss / running_count, reduction="mean").item()
-                    running_loss.zero_()
-                    running_count = 0
-                    bar.set_postfix(loss=f"{mean_loss:.4f}")
-                    log({"train/loss": mean_loss, "train/lr": scheduler.get_last_lr()[0], "train/epoch": epoch + progress.batches_in_epoch / len(train_loader)}, progress.global_step)
-                if args.checkpointing_steps and progress.global_step % args.checkpointing_steps == 0:
-                    save_checkpoint()
-                if args.stop_after_steps and progress.global_step >= args.stop_after_steps and progress.batches_in_epoch < len(train_loader):
-                    stopped = True
-                    break
+        for batch in loader:
+            seed_everything_for_step(args.seed, progress.micro_step, accelerator.process_index)
+            rng = step_rng(args.seed, progress.micro_step, accelerator.process_index)
+            with accelerator.accumulate(model):
+                with torch.no_grad():
+                    features = front_end(batch["waveform"])
+                    targets = batch["labels"]
+                    if args.time_mask or args.freq_mask:
+                        features = mask_time_frequency(
+                            features, rng, time_axis=time_axis, freq_axis=freq_axis,
+                            time_mask=args.time_mask, freq_mask=args.freq_mask,
+                            num_time_masks=args.num_time_masks, num_freq_masks=args.num_freq_masks,
+                        )
+                    if args.mixup:
+                        features, targets = mixup(features, targets, args.mixup, rng)
+                loss = model(input_values=features, labels=targets).loss
+                accelerator.backward(loss)
+                if accelerator.sync_gradients and args.max_grad_norm:
+                    accelerator.clip_grad_norm_(model.parameters(), args.max_grad_norm)
+                optimizer.step()
+                if accelerator.sync_gradients and not accelerator.optimizer_step_was_skipped:
+                    scheduler.step()
+                optimizer.zero_grad(set_to_none=True)
+            running_loss += loss.detach()
+            running_count += 1
+            progress.micro_step += 1
+            progress.batches_in_epoch += 1
+            bar.update(1)
+            if not accelerator.sync_gradients:
+                continue
+            progress.global_step += 1
+            if progress.global_step % args.logging_steps == 0:
+                mean_loss = accelerator.reduce(running_loss / running_count, reduction="mean").item()
+                running_loss.zero_()
+                running_count = 0
+                bar.set_postfix(loss=f"{mean_loss:.4f}")
+                log({"train/loss": mean_loss, "train/lr": scheduler.get_last_lr()[0], "train/epoch": epoch + progress.batches_in_epoch / len(train_loader)}, progress.global_step)
+            if args.checkpointing_steps and progress.global_step % args.checkpointing_steps == 0:
+                save_checkpoint()
+            if args.stop_after_steps and progress.global_step >= args.stop_after_steps and progress.batches_in_epoch < len(train_loader):
+                stopped = True
+                break
         bar.close()
         if stopped:
             save_checkpoint()
