@@ -160,3 +160,116 @@ def test_download_failure_says_how_to_work_offline(monkeypatch, tmp_path, loopba
         resolve_file("eval_segments.csv", cache_dir=tmp_path / "c", url=base + "absent.csv")
     with pytest.raises(AudioSetFileError, match="download=False"):
         resolve_file("eval_segments.csv", cache_dir=tmp_path / "c", download=False)
+
+
+# ---------------------------------------------------------------------------- checks of the official files
+def _copy_official(audioset_dir, folder, names=("ontology.json", "class_labels_indices.csv", "eval_segments.csv")):
+    folder.mkdir(exist_ok=True)
+    for name in names:
+        (folder / name).write_bytes((audioset_dir / name).read_bytes())
+    return folder
+
+
+def test_a_cut_class_list_is_refused_wherever_it_comes_from(tmp_path, audioset_dir, monkeypatch):
+    folder = _copy_official(audioset_dir, tmp_path / "cut")
+    text = (audioset_dir / "class_labels_indices.csv").read_text()
+    (folder / "class_labels_indices.csv").write_text(text[: len(text) // 2])  # ends inside a quoted name
+    explicit = {"ontology_json": folder / "ontology.json", "class_labels_csv": folder / "class_labels_indices.csv"}
+    for kwargs in ({"audioset_dir": folder}, explicit):
+        with pytest.raises(AudioSetFileError, match=r"class_labels_indices\.csv: sha256 .* differs from the official"):
+            Ontology.from_audioset(**kwargs)
+    monkeypatch.setenv("HLP_AUDIOSET_DIR", str(folder))
+    with pytest.raises(AudioSetFileError, match="differs from the official"):
+        Ontology.from_audioset()
+    # the opt-out reads an edited file, but a quote left open is still an error, not a 271-class ontology
+    with pytest.raises(AudioSetFileError, match=r"class_labels_indices\.csv, line \d+: malformed CSV"):
+        Ontology.from_audioset(verify=False)
+
+
+def test_an_edited_class_list_loads_with_the_opt_out(tmp_path, audioset_dir):
+    folder = _copy_official(audioset_dir, tmp_path / "edited")
+    lines = (audioset_dir / "class_labels_indices.csv").read_text().splitlines(keepends=True)
+    (folder / "class_labels_indices.csv").write_text("".join(lines[:11]))  # header + 10 classes, on purpose
+    with pytest.raises(AudioSetFileError, match="differs from the official"):
+        Ontology.from_audioset(audioset_dir=folder)
+    assert len(Ontology.from_audioset(audioset_dir=folder, verify=False)) == 10
+
+
+def test_a_segment_list_cut_at_a_line_boundary_is_refused(tmp_path, audioset_dir, audioset_ontology):
+    lines = (audioset_dir / "eval_segments.csv").read_text().splitlines(keepends=True)
+    cut = write(tmp_path / "eval_segments.csv", "".join(lines[: 3 + 10184]))
+    with pytest.raises(AudioSetFileError, match=r"eval_segments\.csv: sha256 .* differs"):
+        read_segments(cut, audioset_ontology)
+    # edited copies still have to hold what their header announces
+    with pytest.raises(AudioSetFileError, match="announces num_segs=20371 but the file holds 10184 segments"):
+        read_segments(cut, audioset_ontology, verify=False)
+    empty = write(tmp_path / "empty.csv", "")
+    with pytest.raises(AudioSetFileError, match=r"empty\.csv: no segments"):
+        read_segments(empty, audioset_ontology)
+    header_only = write(tmp_path / "header_only.csv", HEADER)
+    with pytest.raises(AudioSetFileError, match="no segments"):
+        read_segments(header_only, audioset_ontology)
+
+
+def test_stats_cli_fails_on_an_empty_split(tmp_path, audioset_dir, capsys):
+    from hlp_audio.cli import main
+
+    folder = _copy_official(audioset_dir, tmp_path / "data", names=("ontology.json", "class_labels_indices.csv"))
+    (folder / "eval_segments.csv").write_text("")
+    assert main(["stats", "--audioset-dir", str(folder), "--splits", "eval"]) == 2
+    assert "differs from the official eval_segments.csv" in capsys.readouterr().err
+    assert main(["stats", "--audioset-dir", str(folder), "--splits", "eval", "--no-verify"]) == 2
+    assert "no segments" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "transform",
+    [
+        pytest.param(lambda text: text.replace("\n", "\r"), id="CR-only"),
+        pytest.param(lambda text: text.replace("\n", "\r\n"), id="CRLF"),
+        pytest.param(lambda text: "\ufeff" + text, id="BOM before the header"),
+    ],
+)
+def test_line_endings_and_byte_order_marks_agree_across_the_three_readers(tmp_path, audioset_dir, transform, tiny_onto):
+    folder = tmp_path / "variant"
+    folder.mkdir()
+    for name in ("ontology.json", "class_labels_indices.csv"):
+        write(folder / name, transform((audioset_dir / name).read_text()))
+    onto = Ontology.from_audioset(audioset_dir=folder, verify=False)
+    assert onto == Ontology.from_audioset(audioset_dir=audioset_dir)
+    body = 'ok000000000, 0.000, 10.000, "/m/a"\nzz000000000, 0.000, 10.000, "/m/b,/m/c"\n'
+    segments = read_segments(write(tmp_path / "s.csv", transform(HEADER.replace("=3", "=2") + body)), tiny_onto)
+    assert segments.ytid.to_pylist() == ["ok000000000", "zz000000000"]
+    assert segments.labels.to_pylist() == [[0], [1, 2]]
+    # a file without comment lines, the mark right before the first data row: it is not part of the YTID
+    bare = read_segments(write(tmp_path / "bare.csv", transform(body)), tiny_onto)
+    assert bare.ytid.to_pylist()[0] == "ok000000000"
+
+
+@pytest.mark.parametrize(
+    "row, message",
+    [
+        (', 1.0, 2.0, "/m/a"', r"line 5: empty YTID"),
+        ('abc, nan, 2.0, "/m/a"', r"line 5: start time nan is not a finite number"),
+        ('abc, 1.0, inf, "/m/a"', r"line 5: end time inf is not a finite number"),
+    ],
+)
+def test_impossible_segment_fields_are_errors(tmp_path, tiny_onto, row, message):
+    path = write(tmp_path / "bad.csv", HEADER + 'ok000000000, 0.000, 10.000, "/m/a"\n' + row + "\n")
+    with pytest.raises(AudioSetFileError, match=r"bad\.csv, " + message):
+        read_segments(path, tiny_onto)
+
+
+def test_split_names(audioset_dir, audioset_ontology):
+    from hlp_audio import load_segments
+
+    assert list(load_segments("eval", audioset_ontology, audioset_dir=audioset_dir)) == ["eval"]  # one name
+    with pytest.raises(ValueError, match="unknown split 'test'"):
+        load_segments(["test"], audioset_ontology, audioset_dir=audioset_dir)
+
+
+def test_a_non_utf8_class_file_is_named(tmp_path, audioset_dir):
+    folder = _copy_official(audioset_dir, tmp_path / "latin", names=("ontology.json",))
+    (folder / "class_labels_indices.csv").write_bytes("index,mid,display_name\n0,/m/a,\"Caf\xe9\"\n".encode("latin-1"))
+    with pytest.raises(AudioSetFileError, match=r"class_labels_indices\.csv: not UTF-8 text"):
+        Ontology.from_audioset(audioset_dir=folder, verify=False)

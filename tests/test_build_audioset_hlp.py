@@ -13,7 +13,7 @@ datasets = pytest.importorskip("datasets")
 
 from hlp_audio import load_segments, propagate_labels  # noqa: E402
 from hlp_audio.audioset import AUDIOSET_FILES, SPLITS, AudioSetFileError  # noqa: E402
-from hlp_audio.hub.audioset_hlp import build_audioset_hlp, publish_audioset_hlp, verify_sources  # noqa: E402
+from hlp_audio.hub.audioset_hlp import build_audioset_hlp, official_sources, publish_audioset_hlp  # noqa: E402
 
 
 class FakeHubApi:
@@ -131,14 +131,14 @@ def test_refuses_to_overwrite_or_to_use_altered_files(audioset_dir, tmp_path):
         shutil.copy(audioset_dir / name, altered / name)
     lines = (audioset_dir / "eval_segments.csv").read_text().splitlines(keepends=True)
     (altered / "eval_segments.csv").write_text("".join(lines[:-1]))  # one clip fewer
-    with pytest.raises(AudioSetFileError, match="is not that of the official eval_segments.csv"):
+    with pytest.raises(AudioSetFileError, match="differs from the official eval_segments.csv"):
         publish_audioset_hlp(tmp_path / "new", splits=["eval"], audioset_dir=str(altered))
 
 
 @pytest.mark.slow
 def test_card_for_all_of_audioset(audioset_dir, audioset_ontology, tmp_path):
     """The full build; the card's overall row matches the paper (2,084,320 clips, 1.98 -> 2.39 labels)."""
-    sources = verify_sources(list(SPLITS), str(audioset_dir))
+    sources = official_sources(list(SPLITS))
     segments = load_segments(None, audioset_ontology, audioset_dir=audioset_dir)
     out = build_audioset_hlp(tmp_path / "full", audioset_ontology, segments, source_files=sources)
     card = (out / "README.md").read_text()

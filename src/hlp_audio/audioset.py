@@ -4,6 +4,14 @@ Source resolution, in order: an explicit path; the ``audioset_dir`` argument; th
 ``HLP_AUDIOSET_DIR`` environment variable; the cache (``$HLP_AUDIOSET_CACHE``, default
 ``~/.cache/hlp_audio/audioset``), filled on first use by a download from the official locations
 checked against pinned sha256 values.
+
+Wherever they come from, the readers check the official files (by name: ``ontology.json``,
+``class_labels_indices.csv``, the three segment lists) against the same pinned sha256 values, so
+that a file cut in half or edited is an error rather than a smaller ontology or split; pass
+``verify=False`` (``--no-verify`` on the command line) to read an edited copy on purpose. Every
+file also gets structural checks (a segment list must hold the ``num_segs`` rows its header
+announces). The three readers agree on text: UTF-8 with or without a byte-order mark, and LF,
+CRLF or CR line endings.
 """
 
 from __future__ import annotations
@@ -14,6 +22,7 @@ import hashlib
 import io
 import json
 import os
+import re
 import tempfile
 import urllib.error
 import urllib.request
@@ -38,6 +47,8 @@ __all__ = [
     "read_class_labels",
     "read_segments",
     "load_segments",
+    "read_text",
+    "official_name",
 ]
 
 PathLike = Union[str, "os.PathLike[str]"]
@@ -219,15 +230,43 @@ def _read_bytes(path: PathLike) -> bytes:
         raise AudioSetFileError(f"{path}: cannot be read ({err})") from None
 
 
-# ---------------------------------------------------------------------------- ontology / labels
-def read_ontology_json(path: PathLike) -> Dict[str, dict]:
-    """Nodes of ``ontology.json`` by id, each with ``name``, ``child_ids`` and ``restrictions``."""
+def official_name(path: PathLike) -> Optional[str]:
+    """The name of the official AudioSet file ``path`` is a copy of (by its file name), or None."""
+    name = os.path.basename(os.fspath(path))
+    name = name[: -len(".gz")] if name.endswith(".gz") else name
+    return name if name in AUDIOSET_FILES else None
+
+
+def read_text(path: PathLike, *, verify: bool = True) -> str:
+    """The text of a metadata file, checked and normalised: the one reader of the three formats.
+
+    With ``verify`` an official file (by name) must have its pinned sha256. The text is UTF-8 (a
+    byte-order mark is dropped) and its line endings become ``\n``.
+    """
+    data = _read_bytes(path)
+    name = official_name(path)
+    if verify and name is not None:
+        digest = hashlib.sha256(data).hexdigest()
+        if digest != AUDIOSET_FILES[name].sha256:
+            raise AudioSetFileError(
+                f"{path}: sha256 {digest} differs from the official {name}'s ({AUDIOSET_FILES[name].sha256}): the "
+                "file is cut, edited or damaged. Use the official file, or pass verify=False (--no-verify) to read "
+                "an edited copy on purpose"
+            )
     try:
-        data = json.loads(_read_bytes(path).decode("utf-8"))
-    except json.JSONDecodeError as err:
-        raise AudioSetFileError(f"{path}: invalid JSON at line {err.lineno}, column {err.colno}: {err.msg}") from None
+        text = data.decode("utf-8-sig")
     except UnicodeDecodeError as err:
         raise AudioSetFileError(f"{path}: not UTF-8 text ({err})") from None
+    return text.replace("\r\n", "\n").replace("\r", "\n")
+
+
+# ---------------------------------------------------------------------------- ontology / labels
+def read_ontology_json(path: PathLike, *, verify: bool = True) -> Dict[str, dict]:
+    """Nodes of ``ontology.json`` by id, each with ``name``, ``child_ids`` and ``restrictions``."""
+    try:
+        data = json.loads(read_text(path, verify=verify))
+    except json.JSONDecodeError as err:
+        raise AudioSetFileError(f"{path}: invalid JSON at line {err.lineno}, column {err.colno}: {err.msg}") from None
     if not isinstance(data, list):
         raise AudioSetFileError(f"{path}: expected a JSON list of nodes, got {type(data).__name__}")
     nodes: Dict[str, dict] = {}
@@ -247,10 +286,14 @@ def read_ontology_json(path: PathLike) -> Dict[str, dict]:
     return nodes
 
 
-def read_class_labels(path: PathLike) -> Tuple[List[str], List[str], List[int]]:
+def read_class_labels(path: PathLike, *, verify: bool = True) -> Tuple[List[str], List[str], List[int]]:
     """``class_labels_indices.csv``: (mids, display names, file line of each) in index order."""
-    text = _read_bytes(path).decode("utf-8-sig", errors="strict")
-    rows = list(csv.reader(io.StringIO(text)))
+    text = read_text(path, verify=verify)
+    reader = csv.reader(io.StringIO(text), strict=True)
+    try:
+        rows = list(reader)
+    except csv.Error as err:  # e.g. a quote left open by a file cut in the middle of a row
+        raise AudioSetFileError(f"{path}, line {reader.line_num}: malformed CSV ({err})") from None
     if not rows or [cell.strip() for cell in rows[0]] != ["index", "mid", "display_name"]:
         got = rows[0] if rows else "an empty file"
         raise AudioSetFileError(f"{path}, line 1: expected the header index,mid,display_name, got {got}")
@@ -296,26 +339,23 @@ class Segments:
         return len(self.labels.values)
 
 
-def read_segments(path: PathLike, ontology) -> Segments:
+def read_segments(path: PathLike, ontology, *, verify: bool = True) -> Segments:
     """Read a Google segment CSV (``.csv`` or ``.csv.gz``).
 
     Format: comment lines starting with ``#``, then ``YTID, start, end, "mid1,mid2"``. The parse is
-    vectorised with Arrow compute kernels; on any malformed row the file and line are reported.
+    vectorised with Arrow compute kernels; on any malformed row the file and line are reported. A
+    header ``num_segs=N`` must match the rows read, and a file without segments is an error.
     Labels are class ids (mids) of ``ontology`` (an :class:`~hlp_audio.Ontology`).
     """
     encoder = getattr(ontology, "label_encoder", None) or LabelEncoder(ontology)
-    data = _read_bytes(path)
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as err:
-        raise AudioSetFileError(f"{path}: not UTF-8 text ({err})") from None
+    text = read_text(path, verify=verify)
+    announced = re.search(r"^#.*\bnum_segs=(\d+)", text[:4096], re.MULTILINE)
     lines = pa.array(text.split("\n"))
     if len(lines) and lines[-1].as_py() == "":
         lines = lines.slice(0, len(lines) - 1)
     line_numbers = np.arange(1, len(lines) + 1)
-    stripped = pc.utf8_rtrim(lines, characters="\r")
-    keep = pc.invert(pc.or_(pc.starts_with(stripped, "#"), pc.equal(pc.utf8_trim_whitespace(stripped), "")))
-    rows = stripped.filter(keep)
+    keep = pc.invert(pc.or_(pc.starts_with(lines, "#"), pc.equal(pc.utf8_trim_whitespace(lines), "")))
+    rows = lines.filter(keep)
     line_numbers = line_numbers[np.asarray(keep.to_numpy(zero_copy_only=False), dtype=bool)]
     fields = pc.split_pattern(rows, ", ", max_splits=3)
     counts = pc.list_value_length(fields).to_numpy(zero_copy_only=False)
@@ -325,7 +365,13 @@ def read_segments(path: PathLike, ontology) -> Segments:
             f"{path}, line {line_numbers[bad]}: expected 4 fields 'YTID, start, end, \"labels\"', "
             f"got {counts[bad]}: {rows[bad].as_py()!r}"
         )
-    ytid = pc.list_element(fields, 0) if len(rows) else pa.array([], pa.string())
+    if not len(rows):
+        raise AudioSetFileError(f"{path}: no segments (an empty or header-only file)")
+    ytid = pc.list_element(fields, 0)
+    empty_ytid = pc.equal(pc.utf8_length(pc.utf8_trim_whitespace(ytid)), 0).to_numpy(zero_copy_only=False)
+    if empty_ytid.any():
+        bad = int(np.flatnonzero(empty_ytid)[0])
+        raise AudioSetFileError(f"{path}, line {line_numbers[bad]}: empty YTID")
     start = _parse_seconds(path, fields, 1, line_numbers, rows)
     end = _parse_seconds(path, fields, 2, line_numbers, rows)
     raw_labels = pc.list_element(fields, 3) if len(rows) else pa.array([], pa.string())
@@ -346,16 +392,24 @@ def read_segments(path: PathLike, ontology) -> Segments:
     except LabelError as err:
         raise AudioSetFileError(f"{path}, line {line_numbers[err.row]}: {err.detail}") from None
     labels = pa.ListArray.from_arrays(pa.array(offsets.astype(np.int32)), pa.array(values.astype(np.int32)))
+    for values, what in ((start, "start"), (end, "end")):
+        finite = np.isfinite(values)
+        if not finite.all():
+            bad = int(np.flatnonzero(~finite)[0])
+            raise AudioSetFileError(f"{path}, line {line_numbers[bad]}: {what} time {values[bad]} is not a finite number")
     bad_span = end < start
     if bad_span.any():
         bad = int(np.flatnonzero(bad_span)[0])
         raise AudioSetFileError(f"{path}, line {line_numbers[bad]}: end {end[bad]} is before start {start[bad]}")
+    if announced is not None and int(announced.group(1)) != len(rows):
+        raise AudioSetFileError(
+            f"{path}: the header announces num_segs={announced.group(1)} but the file holds {len(rows)} segments "
+            "(a file cut short, or rows added)"
+        )
     return Segments(ytid=ytid, start_seconds=start, end_seconds=end, labels=labels, source=str(path))
 
 
 def _parse_seconds(path, fields, position, line_numbers, rows) -> np.ndarray:
-    if not len(rows):
-        return np.zeros(0)
     column = pc.utf8_trim_whitespace(pc.list_element(fields, position))
     try:
         return pc.cast(column, pa.float64()).to_numpy(zero_copy_only=False)
@@ -372,19 +426,20 @@ def _parse_seconds(path, fields, position, line_numbers, rows) -> np.ndarray:
 
 
 def load_segments(
-    splits: Optional[Sequence[str]],
+    splits: Optional[Union[str, Sequence[str]]],
     ontology,
     *,
     audioset_dir: Optional[PathLike] = None,
     paths: Optional[Dict[str, PathLike]] = None,
+    verify: bool = True,
 ) -> Dict[str, Segments]:
-    """Read the segment CSVs of the named splits (``None``: all three) against an ontology."""
-    splits = list(SPLITS) if splits is None else list(splits)
+    """Read the segment CSVs of the named splits (one name, a list, or ``None``: all three) against an ontology."""
+    splits = list(SPLITS) if splits is None else [splits] if isinstance(splits, str) else list(splits)
     paths = dict(paths or {})
     result = {}
     for split in splits:
         if split not in SPLITS:
             raise ValueError(f"unknown split {split!r}; choose from {list(SPLITS)}")
         file_path = resolve_file(SPLITS[split], paths.get(split), audioset_dir=audioset_dir)
-        result[split] = read_segments(file_path, ontology)
+        result[split] = read_segments(file_path, ontology, verify=verify)
     return result

@@ -222,6 +222,7 @@ def load_audioset(
     ontology: Optional[Ontology] = None,
     missing: str = "drop",
     extensions: Sequence[str] = AUDIO_EXTENSIONS,
+    verify: bool = True,
 ):
     """AudioSet's segment lists as a ``datasets.DatasetDict`` (one in-memory ``Dataset`` per split).
 
@@ -240,6 +241,8 @@ def load_audioset(
             (default), ``"keep"`` them with ``audio=None``, or ``"raise"``. Dropping and keeping
             warn with :class:`MissingAudioWarning` (count and first ids); the drop is also
             written to the split's ``info.description``.
+        verify: check the official metadata files against their pinned sha256 (``False`` reads
+            edited copies; see :mod:`hlp_audio.audioset`).
 
     Columns: ``ytid`` (string), ``start_seconds``, ``end_seconds`` (float64), ``labels``
     (``List(ClassLabel)`` over the 527 display names in class-index order), then ``hlp_labels``
@@ -253,8 +256,8 @@ def load_audioset(
         splits = [splits]
     splits = list(SPLITS) if splits is None else list(splits)
     if ontology is None:
-        ontology = Ontology.from_audioset(audioset_dir=audioset_dir)
-    segments = load_segments(splits, ontology, audioset_dir=audioset_dir)
+        ontology = Ontology.from_audioset(audioset_dir=audioset_dir, verify=verify)
+    segments = load_segments(splits, ontology, audioset_dir=audioset_dir, verify=verify)
     if audio_dir is None:
         return DatasetDict(
             {split: segments_to_dataset(segments[split], ontology, hlp=hlp, split=split) for split in splits}

@@ -24,6 +24,10 @@ def _add_stats(subparsers) -> None:
     parser.add_argument("--top", type=int, default=10, metavar="N", help="classes to list by growth factor (default 10)")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of tables")
     parser.add_argument("--plot", metavar="FILE.png", help="draw the growth chart of the top-N classes as a PNG")
+    parser.add_argument(
+        "--no-verify", dest="verify", action="store_false",
+        help="read edited copies of the official files (by default their sha256 must be the official one)",
+    )
     parser.set_defaults(handler=_run_stats)
 
 
@@ -34,8 +38,8 @@ def _run_stats(args) -> int:
 
     if args.top < 0:
         raise SystemExit("--top must be >= 0")
-    ontology = Ontology.from_audioset(audioset_dir=args.audioset_dir)
-    segments = load_segments(args.splits, ontology, audioset_dir=args.audioset_dir)
+    ontology = Ontology.from_audioset(audioset_dir=args.audioset_dir, verify=args.verify)
+    segments = load_segments(args.splits, ontology, audioset_dir=args.audioset_dir, verify=args.verify)
     stats = compute_stats(ontology, segments, top=args.top)
     if args.plot:
         plot_growth(stats, args.plot)

@@ -106,16 +106,18 @@ class Ontology:
         class_labels_csv: Optional[PathLike] = None,
         *,
         audioset_dir: Optional[PathLike] = None,
+        verify: bool = True,
     ) -> "Ontology":
         """The 527 AudioSet classes (order of ``class_labels_indices.csv``) and their hierarchy.
 
         Files are found as in :func:`hlp_audio.audioset.resolve_file`: explicit paths, then
-        ``audioset_dir``, then ``$HLP_AUDIOSET_DIR``, then a verified download into the cache.
+        ``audioset_dir``, then ``$HLP_AUDIOSET_DIR``, then a verified download into the cache; the
+        official files are checked against their pinned sha256 (``verify=False`` reads edited copies).
         """
         ontology_path = resolve_file("ontology.json", ontology_json, audioset_dir=audioset_dir)
         labels_path = resolve_file("class_labels_indices.csv", class_labels_csv, audioset_dir=audioset_dir)
-        nodes = read_ontology_json(ontology_path)
-        mids, names, lines = read_class_labels(labels_path)
+        nodes = read_ontology_json(ontology_path, verify=verify)
+        mids, names, lines = read_class_labels(labels_path, verify=verify)
         parents: Dict[str, List[str]] = {node_id: [] for node_id in nodes}
         for node_id, node in nodes.items():
             for child in node["child_ids"]:

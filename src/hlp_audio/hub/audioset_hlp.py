@@ -19,14 +19,14 @@ from typing import Dict, Mapping, Optional, Sequence
 from tqdm.auto import tqdm
 
 from .. import __version__
-from ..audioset import AUDIOSET_FILES, SPLITS, AudioSetFileError, Segments, load_segments, resolve_file, sha256_of
+from ..audioset import AUDIOSET_FILES, SPLITS, Segments, load_segments
 from ..audioset_dataset import segments_to_dataset
 from ..ontology import Ontology
 from ..stats import compute_stats
 from .cards import render_card
 from .push import push_folder
 
-__all__ = ["DEFAULT_OUT", "build_audioset_hlp", "publish_audioset_hlp", "render_dataset_card", "verify_sources"]
+__all__ = ["DEFAULT_OUT", "build_audioset_hlp", "publish_audioset_hlp", "render_dataset_card", "official_sources"]
 
 DEFAULT_OUT = os.path.join("outputs", "audioset-hlp")
 ONTOLOGY_FILE = "hlp_ontology.json"
@@ -45,20 +45,10 @@ def size_category(rows: int) -> str:
     return "1M<n<10M" if rows < 10_000_000 else "10M<n<100M"
 
 
-def verify_sources(splits: Sequence[str], audioset_dir: Optional[str]) -> list:
-    """Check every source file against the pinned sha256 of the official release (the card cites them)."""
+def official_sources(splits: Sequence[str]) -> list:
+    """The official files AS-HLP is built from and their pinned sha256 (the card cites them; the readers check them)."""
     names = ["ontology.json", "class_labels_indices.csv"] + [SPLITS[split] for split in splits]
-    verified = []
-    for name in tqdm(names, desc="Verifying AudioSet source files (sha256)", unit="file"):
-        path = resolve_file(name, audioset_dir=audioset_dir)
-        digest = sha256_of(path)
-        if digest != AUDIOSET_FILES[name].sha256:
-            raise AudioSetFileError(
-                f"{path}: sha256 {digest} is not that of the official {name} ({AUDIOSET_FILES[name].sha256}); "
-                "AS-HLP is built from the official files only"
-            )
-        verified.append({"name": name, "sha256": digest})
-    return verified
+    return [{"name": name, "sha256": AUDIOSET_FILES[name].sha256} for name in names]
 
 
 def example_propagation(ontology: Ontology) -> dict:
@@ -123,7 +113,7 @@ def build_audioset_hlp(
 ) -> Path:
     """Write the parquet files, the ontology and the dataset card of AS-HLP to ``out_dir``.
 
-    ``source_files`` are the verified inputs (``verify_sources``), cited in the card.
+    ``source_files`` are the official inputs (:func:`official_sources`), cited in the card.
     """
     out_dir = Path(out_dir)
     if out_dir.exists() and any(out_dir.iterdir()):
@@ -154,9 +144,10 @@ def publish_audioset_hlp(
     overwrite: bool = False,
     api=None,
 ) -> Path:
-    """Verify the sources, build the AS-HLP folder in ``out_dir`` and, with ``repo_id``, push it (one commit)."""
-    source_files = verify_sources(splits, audioset_dir)
+    """Read the official files (their sha256 checked), build the AS-HLP folder in ``out_dir`` and, with ``repo_id``,
+    push it (one commit)."""
     ontology = Ontology.from_audioset(audioset_dir=audioset_dir)
+    source_files = official_sources(splits)
     segments = read_splits(ontology, splits, audioset_dir)
     out_dir = build_audioset_hlp(out_dir, ontology, segments, source_files=source_files, repo_id=repo_id, overwrite=overwrite)
     total = sum(len(split) for split in segments.values())
