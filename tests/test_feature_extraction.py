@@ -178,7 +178,9 @@ def test_input_types_give_the_same_features(extractor, sample_clips):
 
 def test_padding_to_longest_zero_pads_at_the_end(extractor, sample_clips):
     long_clip, short_clip = sample_clips["speech"], sample_clips["typing"][:48000]
-    features = extractor([long_clip, short_clip], sampling_rate=32000, return_tensors="pt")["input_values"]
+    with pytest.raises(ValueError, match=r"clips of different lengths \(\[320000, 48000\] samples\).*padding=True"):
+        extractor([long_clip, short_clip], sampling_rate=32000, return_tensors="pt")  # padding is never implicit
+    features = extractor([long_clip, short_clip], sampling_rate=32000, padding=True, return_tensors="pt")["input_values"]
     assert features.shape == (2, 128, 1000)
     padded = np.concatenate([short_clip, np.zeros(long_clip.size - short_clip.size, dtype=np.float32)])
     expected = extractor(padded, sampling_rate=32000, return_tensors="pt")["input_values"][0]
@@ -203,7 +205,7 @@ def test_no_padding_returns_one_array_per_clip(extractor, sample_clips):
     features = extractor(clips, sampling_rate=32000, padding=False)["input_values"]
     assert [f.shape for f in features] == [(128, 100), (128, 200)]
     np.testing.assert_allclose(features[1], extractor(clips[1], sampling_rate=32000)["input_values"][0])
-    with pytest.raises(ValueError, match=r"equal length.*\[32000, 64000\]"):
+    with pytest.raises(ValueError, match=r"clips of different lengths \(\[32000, 64000\] samples\)"):
         extractor(clips, sampling_rate=32000, padding=False, return_tensors="pt")
 
 
@@ -235,6 +237,8 @@ def test_too_short_clips_are_zero_padded_to_n_fft(extractor, sample_clips, num_s
 def test_wrong_sampling_rate_is_an_error(extractor, sample_clips):
     with pytest.raises(ValueError, match="16000 Hz.*expects 32000 Hz.*resample"):
         extractor(sample_clips["speech"], sampling_rate=16000)
+    with pytest.raises(ValueError, match="32000.9 Hz.*expects 32000 Hz"):  # not silently truncated to 32000
+        extractor(sample_clips["speech"], sampling_rate=32000.9)
 
 
 def test_missing_sampling_rate_warns(extractor, sample_clips, caplog):

@@ -102,6 +102,31 @@ def test_malformed_dicts_are_rejected():
         Ontology.from_dict({"format": "other/9", "labels": [], "parents": []})
     with pytest.raises(OntologyError, match="own parent"):
         Ontology.from_dict({"labels": ["a"], "parents": [[0]]})
+    with pytest.raises(OntologyError, match=r"class 1 \('b'\) has parent 0.7, not a class index"):
+        Ontology.from_dict({"labels": ["a", "b"], "parents": [[], [0.7]]})
+    with pytest.raises(OntologyError, match=r"the parents of class 1 \('b'\) must be a list of class indices, got '01'"):
+        Ontology.from_dict({"labels": ["a", "b"], "parents": [[], "01"]})
+    with pytest.raises(OntologyError, match=r"the parents of class 0 \('a'\) must be a list of class indices, got None"):
+        Ontology.from_dict({"labels": ["a", "b"], "parents": [None, []]})
+    with pytest.raises(OntologyError, match="has parent True"):
+        Ontology.from_dict({"labels": ["a", "b"], "parents": [[], [True]]})
+
+
+def test_a_mistyped_parent_id_is_an_error_not_a_vanishing_edge():
+    with pytest.raises(OntologyError, match=r"'dog' has parent 'animl', which is neither a label nor a node"):
+        Ontology.from_parents(["animal", "dog"], {"dog": ["animl"]})
+    declared = Ontology.from_parents(["animal", "dog"], {"dog": ["pets"], "pets": []})  # a declared non-label root
+    assert declared.labelled_parents == ((), ())
+
+
+def test_long_chains_of_non_label_nodes_do_not_exhaust_the_recursion_limit():
+    depth = 5000
+    parents = {"leaf": ["n0"], **{f"n{i}": [f"n{i + 1}"] for i in range(depth)}, f"n{depth}": ["root"]}
+    onto = Ontology.from_parents(["root", "leaf"], parents)
+    assert onto.labelled_parents == ((), (0,))
+    cyclic = {"leaf": ["n0"], **{f"n{i}": [f"n{i + 1}"] for i in range(depth)}, f"n{depth}": ["n0"]}
+    with pytest.raises(OntologyError, match="cycle"):
+        Ontology.from_parents(["root", "leaf"], cyclic)
 
 
 def test_unknown_label_lookup_names_the_label(audioset_ontology):

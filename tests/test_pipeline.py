@@ -175,6 +175,20 @@ def test_bad_inputs_get_clear_errors(tagger, tmp_path):
         tagger({"array": stereo[:, 0]})
     with pytest.raises(TypeError, match="cannot tag a int"):
         tagger(5)
+    with pytest.raises(ValueError, match="the audio array: sampling_rate must be a positive number of Hz, got None"):
+        tagger({"array": stereo[:, 0], "sampling_rate": None})
+    with pytest.raises(ValueError, match="sampling_rate must be a positive whole number of Hz, got 32000.9"):
+        tagger({"array": stereo[:, 0], "sampling_rate": 32000.9})
+    with pytest.raises(ValueError, match="the list of inputs is empty"):
+        tagger([])
+    nan_audio = stereo[:, 0].copy()
+    nan_audio[10] = np.nan
+    with pytest.raises(AudioLoadingError, match=r"contains NaN or infinite samples \(first at index 10\)"):
+        tagger(nan_audio)
+    nan_file = tmp_path / "nan.wav"
+    soundfile.write(nan_file, nan_audio, 16000, subtype="FLOAT")
+    with pytest.raises(AudioLoadingError, match=r"nan\.wav contains NaN or infinite samples"):
+        tagger(str(nan_file))
 
 
 def test_bfloat16_pipeline(model_dir, sample_dir, audioset_ontology):
@@ -217,10 +231,24 @@ def test_cli_tag_without_post_hlp(model_dir, sample_dir, tagger, capsys):
 def test_cli_tag_errors(model_dir, sample_dir, tmp_path, capsys):
     good = str(sample_dir / "speech.wav")
     missing = str(tmp_path / "missing.flac")
-    assert cli_main(["tag", missing, good, "--model", str(model_dir), "--json"]) == 2
+    assert cli_main(["tag", missing, good, "--model", str(model_dir), "--json"]) == 1  # some files failed
     captured = capsys.readouterr()
-    assert "missing.flac" in captured.err
-    assert [r["file"] for r in json.loads(captured.out)["results"]] == [good]  # the other file is still tagged
+    assert f"{missing}: not tagged" in captured.err
+    report = json.loads(captured.out)
+    assert [r["file"] for r in report["results"]] == [good]  # the other file is still tagged
+    assert [f["file"] for f in report["failed"]] == [missing]
+    # a file of NaN samples between two good ones: reported by name, the others tagged
+    audio, rate = soundfile.read(good, dtype="float32")
+    nan = tmp_path / "nan.wav"
+    soundfile.write(nan, np.where(np.arange(audio.size) == 5, np.nan, audio).astype(np.float32), rate, subtype="FLOAT")
+    flac = tmp_path / "good.flac"
+    soundfile.write(flac, audio, rate)
+    assert cli_main(["tag", good, str(nan), str(flac), "--model", str(model_dir)]) == 1
+    captured = capsys.readouterr()
+    assert f"{nan}: not tagged: {nan} contains NaN or infinite samples" in captured.err
+    assert "1 of 3 files could not be tagged" in captured.err
+    assert good in captured.out and str(flac) in captured.out and "Traceback" not in captured.err + captured.out
+    assert "Loading weights" not in captured.err
     assert cli_main(["tag", good, "--model", str(model_dir), "--top-k", "0"]) == 2
     assert "--top-k must be >= 1" in capsys.readouterr().err
     assert cli_main(["tag", good, "--model", str(tmp_path / "no_model_here")]) == 2
@@ -230,3 +258,50 @@ def test_cli_tag_errors(model_dir, sample_dir, tmp_path, capsys):
     _tiny_extractor().save_pretrained(plain)
     assert cli_main(["tag", good, "--model", str(plain)]) == 2
     assert "is not an HLP tagger" in capsys.readouterr().err
+
+
+def test_ties_rank_the_most_specific_class_first(tagger, sample_dir, audioset_ontology):
+    """Post-HLP raises a parent to its best child: the child, the clip's own evidence, comes first."""
+    child_of = {int(child): int(parent) for child, parent in audioset_ontology.edges}
+    ancestors = {c: set(audioset_ontology.ancestors(c)) for c in range(len(audioset_ontology))}
+    for name in SAMPLES:
+        ranking = tagger(str(sample_dir / name), top_k=None)
+        index = {tag["label"]: position for position, tag in enumerate(ranking)}
+        scores = {audioset_ontology.index(tag["label"]): tag["score"] for tag in ranking}
+        ties = 0
+        for child, parent in child_of.items():
+            if scores[child] == scores[parent]:
+                ties += 1
+                assert index[audioset_ontology.names[child]] < index[audioset_ontology.names[parent]], (name, child)
+        assert ties > 0
+        for first, second in zip(ranking, ranking[1:]):  # ties otherwise keep depth then class order
+            assert first["score"] >= second["score"]
+            if first["score"] == second["score"]:
+                a, b = audioset_ontology.index(first["label"]), audioset_ontology.index(second["label"])
+                assert len(ancestors[a]) > len(ancestors[b]) or (len(ancestors[a]) == len(ancestors[b]) and a < b)
+
+
+@pytest.mark.parametrize("backbone", ["ast", "efficientat", "passt"])
+def test_scores_do_not_depend_on_the_clips_batched_together(backbone, audioset_ontology, sample_dir, tmp_path):
+    """Clips of 0.5 s, 2 s and 10 s in one call with batch_size=4 score as they do alone, for every backbone."""
+    from hlp_audio import HLPAudioConfig, HLPAudioForAudioClassification
+    from hlp_audio.modeling.modeling_hlp_audio import backbone_class
+
+    torch.manual_seed(0)
+    kind = backbone_class(backbone)
+    size_config = kind.default_config("tiny").to_dict()
+    if backbone != "ast":
+        size_config["num_mel_bins"] = 128  # the 32 kHz extractor's bands
+    config = HLPAudioConfig(ontology=audioset_ontology.to_dict(), backbone_type=backbone, backbone_config=size_config)
+    folder = tmp_path / backbone
+    HLPAudioForAudioClassification(config).eval().save_pretrained(folder)
+    kind.build_feature_extractor(kind.config_class.from_dict(size_config)).save_pretrained(folder)
+    tagger = pipeline("audio-classification", model=str(folder), pipeline_class=HLPAudioClassificationPipeline)
+    audio, rate = soundfile.read(sample_dir / "music.wav", dtype="float32")
+    clips = [{"array": audio[: int(seconds * rate)], "sampling_rate": rate} for seconds in (10.0, 0.5, 2.0, 10.0, 2.0)]
+    alone = [tagger(clip, top_k=None) for clip in clips]
+    together = tagger(clips, batch_size=4, top_k=None)
+    for one, many in zip(alone, together):
+        np.testing.assert_allclose([t["score"] for t in sorted(one, key=lambda t: t["label"])],
+                                   [t["score"] for t in sorted(many, key=lambda t: t["label"])], rtol=1e-5, atol=1e-6)
+    assert alone[1] != alone[0]  # the clips differ, so the check means something

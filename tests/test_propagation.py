@@ -203,3 +203,39 @@ def test_identical_to_the_peer_package(balanced, audioset_ontology):
     assert torch.equal(propagate_labels(binary, audioset_ontology), hlp.propagate(binary))
     probabilities = torch.rand(256, 527)
     assert torch.equal(propagate_labels(probabilities, audioset_ontology), hlp.propagate(probabilities))
+
+
+# ---------------------------------------------------------------------------- every label form, one normaliser
+def test_python_lists_in_every_form(audioset_ontology):
+    onto = audioset_ontology
+    bark, dog = onto.index("/m/05tny_"), onto.index("/m/0bt9lr")
+    expected = propagate_labels([bark], onto)
+    assert dog in expected and expected[0] == bark
+    assert propagate_labels([onto.labels[bark]], onto) == [onto.labels[i] for i in expected]  # mids stay mids
+    names = propagate_labels([["Bark"], []], onto, label_format="names")
+    assert names == [[onto.names[i] for i in expected], []]
+    rows = propagate_labels([np.array([bark]), np.array([], dtype=np.int64)], onto)  # numpy rows stay numpy rows
+    assert isinstance(rows[0], np.ndarray) and rows[0].tolist() == expected and rows[1].tolist() == []
+    vector = [0.0] * len(onto)
+    vector[bark] = 1.0
+    hot = propagate_labels(vector, onto)  # floats: one multi-hot vector
+    assert [i for i, value in enumerate(hot) if value] == sorted(expected)
+    binary = [0] * len(onto)
+    binary[bark] = 1
+    assert propagate_labels(binary, onto, label_format="multi_hot") == [int(v) for v in hot]
+    with pytest.raises(HLPInputError, match=r"row 0: 527 class indices with repeats.*label_format='multi_hot'"):
+        propagate_labels(binary, onto)  # a 0/1 integer list is not silently read as the class indices 0 and 1
+    with pytest.raises(HLPInputError, match=r"unknown label 'Bark'.*display name: pass label_format='names'"):
+        propagate_labels(["Bark"], onto)
+    with pytest.raises(HLPInputError, match=r"unknown label 'Dogg': not one of the 527 class display names"):
+        propagate_labels(["Dogg"], onto, label_format="names")
+
+
+def test_numpy_format_rows_with_an_empty_row(audioset_ontology):
+    """``datasets``' numpy format gives string rows as arrays, and an empty row as a float64 array."""
+    from hlp_audio import hlp_propagate
+
+    onto = audioset_ontology
+    batch = {"labels": [np.array(["/m/05tny_"], dtype=object), np.array([], dtype=np.float64)]}
+    out = hlp_propagate(onto)(batch)["labels"]
+    assert [list(row) for row in out] == [propagate_labels(["/m/05tny_"], onto), []]

@@ -117,7 +117,10 @@ def resample_audio(waveform: np.ndarray, orig_sampling_rate: int, target_samplin
 def _finish(
     waveform: np.ndarray, rate: int, sampling_rate: int, *, resample: bool, min_samples: int, name: str
 ) -> np.ndarray:
-    """Resample (or refuse another rate), check the length, return contiguous float32."""
+    """Check the samples are finite, resample (or refuse another rate), check the length, return contiguous float32."""
+    if not np.isfinite(waveform).all():
+        bad = int(np.flatnonzero(~np.isfinite(waveform))[0])
+        raise AudioLoadingError(f"{name} contains NaN or infinite samples (first at index {bad})")
     if rate != sampling_rate:
         if not resample:
             raise AudioLoadingError(
@@ -151,8 +154,8 @@ def load_audio(
 
     Raises:
         FileNotFoundError: the path does not exist.
-        AudioLoadingError: undecodable, empty, too short, multi-channel with ``mono="error"``, or at the wrong
-            rate with ``resample=False``; the message names the file.
+        AudioLoadingError: undecodable, empty, too short, NaN or infinite samples, multi-channel with
+            ``mono="error"``, or at the wrong rate with ``resample=False``; the message names the file.
     """
     name = _source_name(source)
     waveform, rate = read_audio(source)
@@ -187,9 +190,6 @@ def prepare_waveform(
     if array.size == 0:
         raise AudioLoadingError(f"{name} is empty")
     array = array.astype(np.float32, copy=False)
-    if not np.isfinite(array).all():
-        bad = int(np.flatnonzero(~np.isfinite(array))[0])
-        raise AudioLoadingError(f"{name} contains NaN or infinite samples (first at index {bad})")
     return _finish(
         array, int(orig_sampling_rate), int(sampling_rate), resample=resample, min_samples=min_samples, name=name
     )

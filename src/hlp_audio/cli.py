@@ -63,14 +63,16 @@ def _add_tag(subparsers) -> None:
     parser.add_argument(
         "--model", required=True, metavar="DIR_OR_REPO", help="a saved HLP tagger: local folder or Hub repo id"
     )
-    parser.add_argument("--top-k", type=int, default=10, metavar="K", help="labels to print per file (default 10)")
+    parser.add_argument("--top-k", type=int, default=5, metavar="K", help="labels to print per file (default 5, as the pipeline)")
     parser.add_argument("--no-post-hlp", action="store_true", help="print the raw scores, without HLP post-processing")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of text")
     parser.set_defaults(handler=_run_tag)
 
 
 def _run_tag(args) -> int:
+    """Exit status: 0 when every file was tagged, 1 when some could not be (each reported), 2 for a usage error."""
     from transformers import AutoConfig, pipeline
+    from transformers.utils import logging as transformers_logging
 
     from .audio_loading import AudioLoadingError
     from .pipeline import HLP_AUDIO_MODEL_TYPE, HLPAudioClassificationPipeline
@@ -78,6 +80,7 @@ def _run_tag(args) -> int:
     if args.top_k < 1:
         print(f"hlp-audio tag: error: --top-k must be >= 1, got {args.top_k}", file=sys.stderr)
         return 2
+    transformers_logging.disable_progress_bar()  # no "Loading weights" bars in this command's output
     try:
         model_type = AutoConfig.from_pretrained(args.model).model_type
         if model_type != HLP_AUDIO_MODEL_TYPE:
@@ -93,23 +96,28 @@ def _run_tag(args) -> int:
         return 2
     if args.no_post_hlp:
         tagger.model.config.post_hlp = False
-    results, failed = [], 0
+    results, failed = [], []
     for path in args.files:
         try:
             tags = tagger(path, top_k=args.top_k)
         except (OSError, AudioLoadingError) as err:  # OSError: missing or unreadable file
-            print(f"hlp-audio tag: error: {err}", file=sys.stderr)
-            failed += 1
+            failed.append({"file": path, "error": str(err)})
+            print(f"hlp-audio tag: {path}: not tagged: {err}", file=sys.stderr)
             continue
         results.append({"file": path, "tags": tags})
     if args.json:
-        print(json.dumps({"model": args.model, "post_hlp": tagger.model.config.post_hlp, "results": results}, indent=2))
+        print(json.dumps(
+            {"model": args.model, "post_hlp": tagger.model.config.post_hlp, "results": results, "failed": failed},
+            indent=2,
+        ))
     else:
         for result in results:
             print(result["file"])
             for tag in result["tags"]:
                 print(f"  {tag['score']:.4f}  {tag['label']}")
-    return 2 if failed else 0
+    if failed:
+        print(f"hlp-audio tag: {len(failed)} of {len(args.files)} files could not be tagged", file=sys.stderr)
+    return 1 if failed else 0
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -51,7 +51,9 @@ class HLPAudioClassificationPipeline(AudioClassificationPipeline):
 
     Inputs: a path (``str`` / ``os.PathLike``: wav, flac, ogg... decoded with soundfile), the bytes of a file,
     a 1-D float array at the feature extractor's rate, a dict ``{"array" or "raw": 1-D array, "sampling_rate": int}``
-    (resampled with soxr), or a list of any of these (a batch; ``batch_size=`` batches the forward passes).
+    (resampled with soxr), or a list of any of these. Each clip goes through the model alone, at its own
+    length: its scores never depend on the clips it is listed with (``batch_size`` is accepted and has
+    no effect on the results; padding clips of other lengths together would change them).
 
     Call parameters:
         top_k (`int` or `None`, defaults to 5): labels returned per input, best first; ``None`` for all.
@@ -59,8 +61,19 @@ class HLPAudioClassificationPipeline(AudioClassificationPipeline):
         mono (`"mean"`, `"first"` or `"error"`, defaults to `"mean"`): channel policy for multi-channel files.
         resample (`bool`, defaults to `True`): with ``False``, audio at another rate is an error.
 
-    Returns, per input, a list of ``{"label": str, "score": float}``, best first (equal scores in class order).
+    Returns, per input, a list of ``{"label": str, "score": float}``, best first. Post-HLP makes a parent tie
+    with its best child: equal scores list the most specific class first (a child before its ancestors), then
+    in class order.
     """
+
+    def __call__(self, inputs, **kwargs):
+        if isinstance(inputs, (list, tuple)) and not inputs:
+            raise ValueError("no audio to tag: the list of inputs is empty")
+        return super().__call__(inputs, **kwargs)
+
+    def get_iterator(self, inputs, num_workers, batch_size, preprocess_params, forward_params, postprocess_params):
+        # One clip per forward pass, so that no clip is padded to the length of another.
+        return super().get_iterator(inputs, num_workers, 1, preprocess_params, forward_params, postprocess_params)
 
     def check_model_type(self, supported_models):
         if not is_hlp_audio_model(self.model):
@@ -110,7 +123,7 @@ class HLPAudioClassificationPipeline(AudioClassificationPipeline):
             name = f"the audio array of {inputs['path']}" if inputs.get("path") else "the audio array"
             waveform = prepare_waveform(
                 _to_numpy(array),
-                inputs["sampling_rate"],
+                _checked_rate(inputs["sampling_rate"], name),
                 sampling_rate,
                 resample=resample,
                 min_samples=min_samples,
@@ -135,12 +148,29 @@ class HLPAudioClassificationPipeline(AudioClassificationPipeline):
         scores = logits.sigmoid() if function_to_apply == "sigmoid" else logits
         num_labels = scores.shape[-1]
         top_k = num_labels if top_k is None else min(int(top_k), num_labels)
-        # A stable sort: post-HLP makes a parent tie with its best child, and ties keep the class order
-        # whatever top_k is (topk's order among equal values is unspecified).
-        values, indices = scores.sort(descending=True, stable=True)
-        values, indices = values[:top_k], indices[:top_k]
+        # Best first; among equal scores (post-HLP makes a parent tie with its best child) the deeper class
+        # first, then class order, whatever top_k is.
+        values = scores.numpy()
+        order = np.lexsort((np.arange(num_labels), -self._depths, -values))[:top_k]
         id2label = self.model.config.id2label
-        return [{"score": score, "label": id2label[index]} for score, index in zip(values.tolist(), indices.tolist())]
+        return [{"score": float(values[index]), "label": id2label[int(index)]} for index in order]
+
+    @property
+    def _depths(self) -> np.ndarray:
+        """Number of unique-parent ancestors of each class (0 for roots and ambiguous classes)."""
+        if getattr(self, "_cached_depths", None) is None:
+            descendant, _ = self.model.config.ancestor_pairs()
+            self._cached_depths = np.bincount(descendant, minlength=self.model.config.num_labels)
+        return self._cached_depths
+
+
+def _checked_rate(rate, name: str) -> int:
+    """A sampling rate must be a positive whole number of Hz."""
+    if isinstance(rate, (bool, np.bool_)) or not isinstance(rate, (int, float, np.integer, np.floating)):
+        raise ValueError(f"{name}: sampling_rate must be a positive number of Hz, got {rate!r}")
+    if not float(rate).is_integer() or rate <= 0:
+        raise ValueError(f"{name}: sampling_rate must be a positive whole number of Hz, got {rate!r}")
+    return int(rate)
 
 
 def _to_numpy(array) -> np.ndarray:

@@ -290,7 +290,12 @@ def containers_to_arrow(values) -> Tuple[pa.Array, Callable[[pa.Array], object]]
     if nested:
         as_arrays = any(isinstance(row, np.ndarray) or _is_tensor(row) for row in rows)
         is_torch = any(_is_tensor(row) for row in rows)
-        rows = [row.detach().cpu().numpy() if _is_tensor(row) else row for row in rows]
+        # lists, not arrays: an empty float64 row next to rows of strings must not decide the type
+        rows = [
+            None if row is None else (row.detach().cpu().numpy() if _is_tensor(row) else row)
+            for row in rows
+        ]
+        rows = [row.tolist() if isinstance(row, np.ndarray) else row for row in rows]
     else:
         rows, as_arrays = [rows], False
     try:

@@ -203,7 +203,7 @@ class HLPAudioFeatureExtractor(SequenceFeatureExtractor):
         self,
         raw_speech: AudioInput,
         sampling_rate: Optional[int] = None,
-        padding: Union[bool, str] = "longest",
+        padding: Union[bool, str] = False,
         max_length: Optional[int] = None,
         truncation: bool = False,
         return_tensors: Optional[str] = None,
@@ -217,9 +217,10 @@ class HLPAudioFeatureExtractor(SequenceFeatureExtractor):
                 or a 2-D array read as ``(batch, samples)``.
             sampling_rate: the rate of ``raw_speech``; it must equal ``self.sampling_rate`` (resample
                 first, e.g. with ``hlp_audio.audio_loading.load_audio``). ``None`` is accepted with a warning.
-            padding: ``"longest"``/``True`` (default: zero-pad to the longest clip), ``"max_length"``
-                (pad to ``max_length``), ``False``/``"do_not_pad"`` (clips are featurised one by one;
-                with ``return_tensors`` they must then have equal lengths).
+            padding: ``False``/``"do_not_pad"`` (default: each clip is featurised at its own length; with
+                ``return_tensors`` the clips must then have equal lengths), ``"longest"``/``True`` (zero-pad
+                to the longest clip: the padding changes the shorter clips' last frames and adds silent
+                frames, and so their scores) or ``"max_length"`` (pad to ``max_length``).
             max_length: a length in samples, for ``padding="max_length"`` and ``truncation``.
             truncation: cut clips longer than ``max_length`` samples.
             return_tensors: ``"pt"``, ``"np"`` or ``None`` (a list of ``(mel_bins, frames)`` arrays).
@@ -234,7 +235,7 @@ class HLPAudioFeatureExtractor(SequenceFeatureExtractor):
                 f"No sampling_rate passed to {self.__class__.__name__}: assuming {self.sampling_rate} Hz. Pass it to "
                 "catch audio at the wrong rate."
             )
-        elif int(sampling_rate) != self.sampling_rate:
+        elif sampling_rate != self.sampling_rate:
             raise ValueError(
                 f"audio sampled at {sampling_rate} Hz but {self.__class__.__name__} expects {self.sampling_rate} Hz; "
                 f"resample it first (e.g. hlp_audio.audio_loading.load_audio(path, sampling_rate={self.sampling_rate}))"
@@ -262,8 +263,10 @@ class HLPAudioFeatureExtractor(SequenceFeatureExtractor):
             lengths = {clip.numel() for clip in clips}
             if return_tensors is not None and len(lengths) > 1:
                 raise ValueError(
-                    f"padding=False with return_tensors={return_tensors!r} needs clips of equal length, got lengths "
-                    f"{[clip.numel() for clip in clips]}; pass padding=True"
+                    f"clips of different lengths ({[clip.numel() for clip in clips]} samples) cannot be returned as "
+                    f"one {return_tensors!r} batch without padding, and padding would change the shorter clips' "
+                    "features (and scores): featurise them one by one (return_tensors=None gives a list), or pass "
+                    "padding=True to zero-pad them on purpose"
                 )
             with torch.no_grad():
                 features = [front_end(self._pad_to(clip, self.min_samples).to(target_device))[0] for clip in clips]

@@ -57,7 +57,7 @@ def check_hierarchy(labels, labelled_parents, names=None):
         raise ValueError(f"{len(names)} names for {len(labels)} labels")
     parents = []
     for child, row in enumerate(labelled_parents):
-        row = tuple(int(parent) for parent in row)
+        row = _parent_row(row, child, labels)
         for parent in row:
             if not 0 <= parent < len(labels):
                 raise ValueError(f"class {child} ({labels[child]!r}) has parent index {parent}, outside [0, {len(labels)})")
@@ -68,6 +68,17 @@ def check_hierarchy(labels, labelled_parents, names=None):
         parents.append(row)
     _check_acyclic(parents, labels)
     return labels, names, tuple(parents)
+
+
+def _parent_row(row, child: int, labels) -> tuple:
+    """The parent indices of one class: a list of integers (not a string, a float or None)."""
+    where = f"class {child} ({labels[child]!r})"
+    if isinstance(row, (str, bytes)) or not isinstance(row, (list, tuple, np.ndarray)):
+        raise ValueError(f"the parents of {where} must be a list of class indices, got {row!r}")
+    for parent in row:
+        if isinstance(parent, (bool, np.bool_)) or not isinstance(parent, (int, np.integer)):
+            raise ValueError(f"{where} has parent {parent!r}, not a class index (an integer)")
+    return tuple(int(parent) for parent in row)
 
 
 def check_ontology_dict(data) -> dict:
