@@ -97,6 +97,10 @@ def test_config_round_trip(audioset_ontology, tmp_path):
     assert saved["model_type"] == "hlp_audio"
     assert saved["auto_map"]["AutoConfig"] == "configuration_hlp_audio.HLPAudioConfig"
     assert "custom_pipelines" not in saved  # nothing asks pipeline() for remote code
+    # the class names are stored once, in the ontology: id2label / label2id are derived when loading
+    assert "id2label" not in saved and "label2id" not in saved
+    text = (tmp_path / "config.json").read_text()
+    assert text.count('"Speech"') == 1 and len(text) < 40_000  # was 61 kB, the names written three times
     loaded = AutoConfig.from_pretrained(tmp_path)
     assert isinstance(loaded, HLPAudioConfig)
     assert loaded.ontology == config.ontology and loaded.id2label == config.id2label
@@ -238,6 +242,13 @@ def test_loss_is_bce_against_propagated_targets(hlp_model, audioset_ontology):
         assert torch.allclose(hlp_model(inputs, labels=labels.bool()).loss, out.loss)
         with pytest.raises(ValueError, match=r"labels of shape \(4, 526\) do not match the logits \(4, 527\)"):
             hlp_model(inputs, labels=labels[:, :526])
+        broken = labels.clone()
+        broken[1, 7] = float("nan")
+        with pytest.raises(ValueError, match=r"labels must be multi-hot or soft targets in \[0, 1\]; labels\(1, 7\) is nan"):
+            hlp_model(inputs, labels=broken)
+        broken[1, 7] = 2.0
+        with pytest.raises(ValueError, match=r"labels\(1, 7\) is 2.0"):
+            hlp_model(inputs, labels=broken)
 
 
 def test_shape_errors(hlp_model):

@@ -2,6 +2,8 @@
 
 This file imports only numpy, transformers and its sibling ``hierarchy_ops``, so that it is copied
 to the Hub as remote code (``register_for_auto_class``) and loads where ``hlp-audio`` is not installed.
+The class names live once in ``config.json``, in the ontology; ``id2label`` / ``label2id`` are derived
+from them (and written only when they differ, e.g. names given by hand).
 """
 
 from huggingface_hub.dataclasses import strict
@@ -81,6 +83,19 @@ class HLPAudioConfig(PreTrainedConfig):
                 f"got {self.problem_type!r}"
             )
         super().__post_init__(**kwargs)
+
+    def to_dict(self) -> dict:
+        """The config as a dict; ``id2label`` / ``label2id`` are left out when they are the ontology's names, which
+        ``config.json`` then holds once (they are derived again on loading)."""
+        output = super().to_dict()
+        if self.ontology is not None:
+            names = _unique_names(self.ontology)
+            if {int(k): v for k, v in (output.get("id2label") or {}).items()} == dict(enumerate(names)) and (
+                output.get("label2id") == {name: index for index, name in enumerate(names)}
+            ):
+                output.pop("id2label", None)
+                output.pop("label2id", None)
+        return output
 
     # ------------------------------------------------------------------ hierarchy
     @property

@@ -194,6 +194,11 @@ class HLPAudioForAudioClassification(HLPAudioPreTrainedModel):
                 f"multi-hot targets (batch, {self.config.num_labels})"
             )
         targets = labels.to(device=logits.device, dtype=torch.float32)
+        if bool(((targets < 0) | (targets > 1) | targets.isnan()).any()):  # one reduction, one sync
+            bad = torch.nonzero((targets < 0) | (targets > 1) | targets.isnan())[0].tolist()
+            raise ValueError(
+                f"labels must be multi-hot or soft targets in [0, 1]; labels{tuple(bad)} is {targets[tuple(bad)].item()}"
+            )
         if self.config.hlp_targets:
             targets = self.propagate_targets(targets)
         return F.binary_cross_entropy_with_logits(logits.float(), targets)
