@@ -30,6 +30,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--private", action="store_true", help="create the repository private")
     parser.add_argument("--token", help="Hub token (default: the logged-in one)")
     parser.add_argument("--commit-message", help="message of the upload commit")
+    parser.add_argument("--license", required=True, help="licence of the model, written on its card (e.g. that of its training data)")
+    parser.add_argument("--eval-name", help="the evaluation set as the card names it (default: the one the training run recorded)")
     parser.add_argument("--base-model", help="Hub id of the checkpoint the model started from (card metadata)")
     parser.add_argument("--backbone", help="backbone as named in the card, e.g. 'AST-base' (default: from the config)")
     parser.add_argument("--ontology-name", help="name of the label hierarchy in the card (default: AudioSet when recognised)")
@@ -41,7 +43,10 @@ def main(argv: Optional[List[str]] = None, *, api=None) -> int:
     args = build_parser().parse_args(argv)
     from hlp_audio.hub import prepare_hub_folder, publish_model
 
-    card_fields = dict(base_model=args.base_model, backbone=args.backbone, ontology_name=args.ontology_name)
+    card_fields = dict(
+        license=args.license, base_model=args.base_model, backbone=args.backbone, ontology_name=args.ontology_name,
+        eval_name=args.eval_name,
+    )
     try:
         if args.dry_run:
             folder = prepare_hub_folder(args.model_dir, args.dry_run, repo_id=args.repo_id, **card_fields)

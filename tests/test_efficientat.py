@@ -297,7 +297,11 @@ def test_converted_folder_contents(converted, audioset_ontology):
     assert config["backbone_type"] == "efficientat" and config["backbone_config"]["width_mult"] == 0.4
     assert config["post_hlp"] is True and config["problem_type"] == "multi_label_classification"
     assert config["ontology"]["labels"] == list(audioset_ontology.labels)
-    assert config["id2label"]["0"] == "Speech" and len(config["id2label"]) == 527
+    assert config["ontology"]["names"][0] == "Speech" and "id2label" not in config  # names stored once
+    from transformers import AutoConfig
+
+    loaded = AutoConfig.from_pretrained(out)
+    assert loaded.id2label[0] == "Speech" and len(loaded.id2label) == 527 and loaded.label2id["Speech"] == 0
     preprocessor = json.loads((out / "preprocessor_config.json").read_text())
     assert preprocessor["feature_extractor_type"] == "HLPAudioFeatureExtractor"
     assert (preprocessor["sampling_rate"], preprocessor["num_mel_bins"], preprocessor["f_max"]) == (32000, 128, 15000.0)
@@ -307,13 +311,15 @@ def test_converted_folder_contents(converted, audioset_ontology):
     card = (out / "README.md").read_text()
     assert card.startswith("---\n") and "pipeline_tag: audio-classification" in card
     assert "EfficientAT MobileNetV3 mn04 (width x0.4, 983,599 parameters)" in card
-    assert "| AS-Base | off | 0.4320 |" in card  # EfficientAT's published mAP of these weights
+    assert "| AudioSet eval | AS-Base | off | 0.4320 | EfficientAT (published, not re-measured here) |" in card
     from huggingface_hub import ModelCard
 
     (result,) = ModelCard(card).data.eval_results
     assert result.metric_value == 0.432 and result.source_name.startswith("EfficientAT (published, not re-measured")
     assert 'model="someone/efficientat-mn04-hlp"' in card and "mn04_as_mAP_432.pt" in card
-    assert "Post-HLP is **on**" in card and "were not propagated" in card  # EfficientAT trained on original labels
+    assert "Post-HLP is **on**" in card and "trained on the original, unpropagated labels" in card
+    assert "Fine-tuning this checkpoint propagates the training labels" in card  # config.hlp_targets is true
+    assert "license: mit" in card
     assert "380 unique child-to-parent edges, and 109 classes" in card
 
 

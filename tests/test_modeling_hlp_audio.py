@@ -554,6 +554,7 @@ def test_model_card_renders_for_a_saved_model(saved_dir, audioset_ontology):
         results=results,
         training={"data": "AudioSet balanced + unbalanced", "epochs": 5, "learning rate": 1e-5},
         base_model="MIT/ast-finetuned-audioset-10-10-0.4593",
+        license="bsd-3-clause",
     )
     path = card.save(saved_dir)
     text = path.read_text()
@@ -567,7 +568,9 @@ def test_model_card_renders_for_a_saved_model(saved_dir, audioset_ontology):
         ("as-hlp", "no-post-hlp"): 0.4478,
         ("as-hlp", "post-hlp"): 0.4712,
     }
-    assert "| AS-HLP | on | 0.4712 |" in text and "| AS-Base | off | 0.4593 |" in text
+    assert "| AudioSet eval | AS-HLP | on | 0.4712 | measured on this checkpoint |" in text
+    assert "| AudioSet eval | AS-Base | off | 0.4593 |" in text and "license: bsd-3-clause" in text
+    assert "Whether these weights were trained on HLP-propagated labels is not recorded" in text
     assert "CC BY-SA 4.0" in text and "Google" in text
     assert "arXiv" in text and "2503.21826" in text and "Pellegrini" in text
     assert 'model="someone/ast-audioset-hlp", trust_remote_code=True' in text
@@ -578,7 +581,9 @@ def test_model_card_renders_for_a_saved_model(saved_dir, audioset_ontology):
 
 
 def test_model_card_without_results_and_bad_figures():
-    text = HLPModelCard(model_name="untrained", backbone="AST-base").render()
+    with pytest.raises(ValueError, match="needs a licence"):
+        HLPModelCard(model_name="untrained", backbone="AST-base").render()
+    text = HLPModelCard(model_name="untrained", backbone="AST-base", license="mit").render()
     assert "has not been evaluated yet" in text and "model-index" not in text
     with pytest.raises(ValueError, match=r"mAP must be in \[0, 1\], got 45.9"):
         MAPResult("AS-HLP", post_hlp=True, value=45.9)

@@ -101,7 +101,9 @@ def full_run(corpus, tmp_path_factory):
     original = huggingface_hub.HfApi
     huggingface_hub.HfApi = FakeHfApi
     try:
-        results = run_train(train_args(corpus, output_dir, "--push-to-hub", "me/tone-noise-hlp", "--report-to", "tensorboard"))
+        results = run_train(train_args(
+            corpus, output_dir, "--push-to-hub", "me/tone-noise-hlp", "--hub-license", "cc-by-4.0", "--report-to", "tensorboard"
+        ))
     finally:
         huggingface_hub.HfApi = original
     return output_dir, results, list(FakeHfApi.instances)
@@ -151,7 +153,7 @@ def test_best_model_reloads_and_matches_its_recorded_metrics(full_run, corpus):
     assert f"{recorded['map_hlp_post']:.4f}" in table
 
 
-def test_push_to_hub_flag_uploads_one_commit_with_card(full_run):
+def test_push_to_hub_flag_uploads_one_commit_with_card(full_run, corpus):
     output_dir, _, apis = full_run
     assert len(apis) == 1
     api = apis[0]
@@ -168,6 +170,9 @@ def test_push_to_hub_flag_uploads_one_commit_with_card(full_run):
     for key in ("map", "map_post", "map_hlp", "map_hlp_post"):
         assert f"value: {best[key]}" in card
     assert "HLP-propagated (label pre-processing)" in card and "mixup (alpha 0.3)" in card
+    assert "license: cc-by-4.0" in card and "These weights were trained on HLP-propagated labels" in card
+    assert "| eval.csv (12 clips) | AS-HLP | on |" in card and "AudioSet eval" not in card  # the set it was measured on
+    assert str(corpus["folder"]) not in card  # no local path on a public card
     assert "Tuncay" in card and "2503.21826" in card
     weights = load_file(str(output_dir / "best" / "model.safetensors"))
     from safetensors.torch import load as load_bytes
@@ -181,13 +186,13 @@ def test_publish_model_with_a_fake_api(full_run, tmp_path):
 
     output_dir, _, _ = full_run
     api = FakeHfApi()
-    publish_model(output_dir / "best", "me/other", private=True, base_model="me/base", api=api)
+    publish_model(output_dir / "best", "me/other", private=True, base_model="me/base", license="cc-by-4.0", api=api)
     assert api.created[0]["private"] is True and len(api.uploads) == 1
     assert "base_model: me/base" in api.uploads[0]["files"]["README.md"].decode()
-    prepare_hub_folder(output_dir / "best", tmp_path / "repo", repo_id="me/other")
+    prepare_hub_folder(output_dir / "best", tmp_path / "repo", repo_id="me/other", license="cc-by-4.0")
     assert (tmp_path / "repo" / "README.md").is_file() and (tmp_path / "repo" / "model.safetensors").is_file()
     with pytest.raises(FileNotFoundError, match="is not a saved model folder"):
-        publish_model(tmp_path / "nothing", "me/other", api=api)
+        publish_model(tmp_path / "nothing", "me/other", license="cc-by-4.0", api=api)
 
 
 def test_interrupted_run_resumes_to_the_same_weights(full_run, corpus, tmp_path):
@@ -269,6 +274,7 @@ def test_command_line_errors_and_recipe_changes(tmp_path, capsys):
     base = ["--train-manifest", "t.csv", "--output-dir", str(tmp_path)]
     for argv, message in [
         (base, "--model-name-or-path, or --backbone-type and --backbone-size"),
+        (base + ["--backbone-type", "ast", "--backbone-size", "tiny", "--push-to-hub", "me/x"], "--push-to-hub needs --hub-license"),
         (base + ["--backbone-type", "ast", "--backbone-size", "tiny", "--epochs", "0"], "--epochs must be >= 1"),
         (base + ["--backbone-type", "ast", "--backbone-size", "tiny", "--best-metric", "loss"], "--best-metric must be one of"),
         (base + ["--backbone-type", "ast", "--backbone-size", "tiny", "--epoch-size", "10"], "--epoch-size applies to --balanced-sampler"),

@@ -566,7 +566,9 @@ def test_publish_an_audioset_model_renders_the_card_with_attribution(audioset_on
             "num_processes": 4, "gradient_accumulation_steps": 1, "seed": 0, "hub_token": "secret"}
     (folder / "training_args.json").write_text(json.dumps(args))
     api = _RecordingApi()
-    assert publish_model(folder, "me/mn04-hlp", api=api) == "commit"
+    with pytest.raises(ValueError, match="needs a licence"):
+        publish_model(folder, "me/mn04-hlp", api=api)
+    assert publish_model(folder, "me/mn04-hlp", api=api, license="cc-by-4.0", eval_name="AudioSet eval") == "commit"
     assert [name for name, _ in api.calls] == ["create_repo", "upload_folder"]  # one commit
     files = api.calls[1][1]["files"]
     card = files["README.md"].decode()

@@ -162,13 +162,14 @@ def _model_card(model, extractor, *, name: str, width_mult: float, checkpoint: P
                 "AS-Base",
                 post_hlp=False,
                 value=published_map,
+                dataset_name="AudioSet eval",
                 source_name="EfficientAT (published, not re-measured here)",
                 source_url="https://github.com/fschmid56/EfficientAT",
             )
         ]
         if published_map
         else [],
-        hlp_targets=False,  # the card describes these weights: EfficientAT trained them on the original labels
+        trained_with_hlp=False,  # EfficientAT trained these weights on the original labels
         training={
             "origin": f"EfficientAT (github.com/fschmid56/EfficientAT, MIT) AudioSet checkpoint `{checkpoint.name}`, "
             "trained by Knowledge Distillation from PaSST ensembles (Schmid, Koutini, Widmer, ICASSP 2023)",

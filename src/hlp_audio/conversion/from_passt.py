@@ -188,13 +188,14 @@ def _model_card(model, extractor, *, name: str, checkpoint: Path, repo_id: str |
                 "AS-Base",
                 post_hlp=False,
                 value=audioset_map,
+                dataset_name="AudioSet eval",
                 source_name="PaSST release file name (published, not re-measured here)",
                 source_url="https://github.com/kkoutini/PaSST",
             )
         ]
         if audioset_map
         else [],
-        hlp_targets=False,  # the card describes these weights: PaSST trained them on the original labels
+        trained_with_hlp=False,  # PaSST trained these weights on the original labels
         training={
             "origin": f"PaSST (github.com/kkoutini/PaSST, Apache-2.0) AudioSet checkpoint `{checkpoint.name}` "
             "(Koutini, Schlüter, Eghbal-zadeh, Widmer, Interspeech 2022)",

@@ -43,6 +43,10 @@ class MAPResult:
     labels: str
     post_hlp: bool
     value: float
+    #: the evaluation set, as it should be named on the card (e.g. "AudioSet eval", "UrbanSound8K fold 10")
+    dataset_name: str = "AudioSet eval"
+    #: its number of clips, when known
+    num_clips: Optional[int] = None
     split: str = "eval"
     #: where the figure comes from when it was not measured on this artifact (e.g. the original
     #: release's published mAP): written to the model-index as the result's source
@@ -67,12 +71,15 @@ class HLPModelCard:
         repo_id: Hub id used in the usage example (defaults to ``model_name``).
         backbone: human-readable backbone, e.g. ``"AST-base"``, ``"EfficientAT mn10"``.
         num_labels, num_edges, num_receiving: size of the label set and of its hierarchy.
-        post_hlp, hlp_targets: the config flags of the checkpoint.
+        post_hlp, hlp_targets: the config flags of the checkpoint (``hlp_targets``: fine-tuning from it
+            propagates the training labels).
+        trained_with_hlp: whether these weights were trained on HLP-propagated labels (``None``: unknown).
         sampling_rate: the feature extractor's rate.
         results: mAP figures (:class:`MAPResult`), AS-Base / AS-HLP with post-HLP on / off.
         training: the training recipe, label -> value (data, epochs, batch size, learning rate...), in order.
         base_model: Hub id of the checkpoint the model was initialised from.
-        ontology_name, license, datasets, tags: card metadata.
+        ontology_name, license, datasets, tags: card metadata. ``license`` has no default: the licence of a
+            model depends on its weights and data, and a card must not claim one by accident.
     """
 
     model_name: str
@@ -83,12 +90,13 @@ class HLPModelCard:
     num_receiving: int = 0
     post_hlp: bool = True
     hlp_targets: bool = True
+    trained_with_hlp: Optional[bool] = None
     sampling_rate: int = 16000
     results: List[MAPResult] = field(default_factory=list)
     training: Dict[str, Any] = field(default_factory=dict)
     base_model: Optional[str] = None
     ontology_name: str = "AudioSet"
-    license: str = "mit"
+    license: Optional[str] = None
     datasets: List[str] = field(default_factory=list)
     tags: List[str] = field(
         default_factory=lambda: ["audio", "audio-tagging", "audioset", "hierarchical-label-propagation", "hlp-audio"]
@@ -128,8 +136,8 @@ class HLPModelCard:
                 EvalResult(
                     task_type="audio-classification",
                     task_name="Audio tagging",
-                    dataset_type="audioset",
-                    dataset_name=f"AudioSet {result.split} ({result.labels}: {description})",
+                    dataset_type=_slug(result.dataset_name),
+                    dataset_name=f"{result.dataset_name} ({result.labels}: {description})",
                     dataset_config=config,
                     dataset_split=result.split,
                     metric_type="map",
@@ -154,6 +162,11 @@ class HLPModelCard:
 
     def render(self) -> str:
         """The card text (YAML header + markdown) from ``hub_cards/model_card.md``."""
+        if not self.license:
+            raise ValueError(
+                f"the model card of {self.model_name} needs a licence (license=..., e.g. the training data's or the "
+                "original weights'): none is assumed"
+            )
         return render_card(
             MODEL_CARD_TEMPLATE,
             card_data=self.card_data().to_yaml(),
@@ -165,6 +178,7 @@ class HLPModelCard:
             num_receiving=self.num_receiving,
             post_hlp=self.post_hlp,
             hlp_targets=self.hlp_targets,
+            trained_with_hlp=self.trained_with_hlp,
             sampling_rate=self.sampling_rate,
             results=self.results,
             training=self.training,
@@ -178,3 +192,8 @@ class HLPModelCard:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(self.render(), encoding="utf-8")
         return path
+
+
+def _slug(name: str) -> str:
+    """A model-index dataset type from a display name: ``"AudioSet eval"`` -> ``"audioset-eval"``."""
+    return "-".join("".join(c if c.isalnum() else " " for c in name.lower()).split()) or "custom"

@@ -24,8 +24,11 @@ def _looks_like_audioset(config) -> bool:
 def training_recipe(args: dict) -> Dict[str, str]:
     """The training recipe of a run, label -> text, from its ``training_args.json`` (for the model card)."""
     recipe: Dict[str, str] = {}
-    if args.get("model_name_or_path"):
-        recipe["Initialisation"] = f"`{args['model_name_or_path']}`"
+    source = args.get("model_name_or_path")
+    if source:
+        recipe["Initialisation"] = (
+            f"[`{source}`](https://huggingface.co/{source})" if _is_hub_id(source) else "a checkpoint given as a local folder"
+        )
     else:
         recipe["Initialisation"] = f"from scratch ({args.get('backbone_type')}, size {args.get('backbone_size')})"
     if args.get("freeze_body"):
@@ -70,20 +73,30 @@ def training_recipe(args: dict) -> Dict[str, str]:
     return recipe
 
 
+def _is_hub_id(source: str) -> bool:
+    """A Hub id (``owner/name``) links on the Hub; a local folder does not (and is not named on a card)."""
+    return not os.path.exists(source) and source.count("/") == 1 and not source.startswith((".", "/", "~"))
+
+
 def prepare_hub_folder(
     model_dir: PathLike,
     folder: PathLike,
     *,
     repo_id: str,
+    license: Optional[str] = None,
     base_model: Optional[str] = None,
     ontology_name: Optional[str] = None,
     backbone: Optional[str] = None,
+    eval_name: Optional[str] = None,
 ) -> Path:
     """Write a Hub-ready copy of a trained model folder: weights (safetensors), config, feature
     extractor, remote code, ``eval_results.json`` and a ``README.md`` model card.
 
     The card's ``model-index`` holds the four mAPs of ``model_dir/eval_results.json`` (AS-Base and
-    AS-HLP, post-HLP off and on) and its training section the recipe of ``training_args.json``.
+    AS-HLP, post-HLP off and on) on the evaluation set named ``eval_name`` (default: the one the
+    training run recorded), and its training section the recipe of ``training_args.json``.
+    ``license`` is required (the card claims no licence by default); ``base_model`` defaults to the
+    run's initialisation when that is a Hub id.
     """
     from transformers import AutoFeatureExtractor
 
@@ -101,8 +114,9 @@ def prepare_hub_folder(
     args = json.loads((model_dir / "training_args.json").read_text()) if (model_dir / "training_args.json").is_file() else {}
     args.pop("hub_token", None)
     metrics = json.loads((model_dir / "eval_results.json").read_text()) if (model_dir / "eval_results.json").is_file() else {}
+    eval_name = eval_name or args.get("eval_name") or "the evaluation set of the training run"
     results = [
-        MAPResult(labels, post_hlp=post, value=metrics[key])
+        MAPResult(labels, post_hlp=post, value=metrics[key], dataset_name=eval_name, num_clips=metrics.get("num_samples"))
         for (labels, post), key in HEADLINE_MAPS.items()
         if metrics.get(key) is not None
     ]
@@ -111,11 +125,8 @@ def prepare_hub_folder(
     if args:
         (folder / "training_args.json").write_text(json.dumps(args, indent=2))
     config = model.config
-    if base_model is None:
-        source = args.get("model_name_or_path")
-        # a Hub id ("owner/name") links on the Hub; a local folder does not
-        if source and not os.path.exists(source) and source.count("/") == 1:
-            base_model = source
+    if base_model is None and args.get("model_name_or_path") and _is_hub_id(args["model_name_or_path"]):
+        base_model = args["model_name_or_path"]
     if backbone is None:
         backbone = backbone_class(config.backbone_type).display_name
         if args.get("backbone_size"):
@@ -128,7 +139,9 @@ def prepare_hub_folder(
         repo_id=repo_id,
         results=results,
         training=training_recipe(args) if args else {},
+        trained_with_hlp=bool(args["hlp"]) if "hlp" in args else None,
         base_model=base_model,
+        license=license,
         ontology_name=ontology_name or ("AudioSet" if _looks_like_audioset(config) else "custom"),
     )
     card.save(folder)

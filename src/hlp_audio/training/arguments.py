@@ -96,6 +96,11 @@ def build_train_parser() -> argparse.ArgumentParser:
     output.add_argument("--push-to-hub", metavar="REPO_ID", help="publish the best model (or the last) to this Hub repo")
     output.add_argument("--hub-private", action="store_true")
     output.add_argument("--hub-token")
+    output.add_argument("--hub-license", help="licence of the published model, written on its card (required with --push-to-hub)")
+    output.add_argument(
+        "--eval-name",
+        help="the evaluation set as the model card names it, e.g. 'AudioSet eval' (default: the eval manifest's name and split)",
+    )
     return parser
 
 
@@ -118,6 +123,8 @@ def parse_train_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     for name in ("s_patchout_t", "s_patchout_f", "u_patchout"):
         if getattr(args, name) is not None:
             args.backbone_config[name] = getattr(args, name)
+    if args.push_to_hub and not args.hub_license:
+        parser.error("--push-to-hub needs --hub-license: the card states the model's licence, which depends on its data")
     if args.best_metric is not None and args.best_metric not in SELECTABLE_METRICS:
         parser.error(f"--best-metric must be one of {', '.join(SELECTABLE_METRICS)}")
     args.eval_batch_size = args.eval_batch_size or args.batch_size

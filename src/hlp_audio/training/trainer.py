@@ -61,7 +61,7 @@ def find_checkpoint(output_dir: Path, resume: str) -> Path:
 
 # Options that do not change what is trained: they may differ between an interrupted run and its resumption.
 NEUTRAL_OPTIONS = {
-    "resume", "stop_after_steps", "push_to_hub", "hub_private", "no_progress", "num_workers", "report_to",
+    "resume", "stop_after_steps", "push_to_hub", "hub_private", "hub_license", "eval_name", "no_progress", "num_workers", "report_to",
     "logging_steps", "checkpointing_steps", "checkpoints_total_limit", "output_dir",
 }
 
@@ -153,6 +153,8 @@ def train(args: argparse.Namespace) -> dict:
     front_end = build_front_end(unwrapped, feature_extractor).to(accelerator.device)
     time_axis, freq_axis = feature_axes(unwrapped)
     run_record = {**vars(args), "num_processes": accelerator.num_processes, "train_clips": len(train_manifest)}
+    if args.eval_manifest and not args.eval_name:  # the card names the evaluation set; never a path
+        run_record["eval_name"] = Path(str(args.eval_manifest)).name + (f" [{args.eval_split}]" if args.eval_split else "")
     run_record.pop("hub_token")  # never written to disk
     best_metric = args.best_metric or ("map_hlp" if args.hlp else "map") + ("_post" if args.post_hlp else "")
 
@@ -298,7 +300,9 @@ def train(args: argparse.Namespace) -> dict:
             (output_dir / "results.json").write_text(json.dumps(results, indent=2))
         if args.push_to_hub and accelerator.is_main_process:
             folder = output_dir / "best" if (output_dir / "best").is_dir() else output_dir / "final"
-            commit = publish_model(folder, args.push_to_hub, private=args.hub_private, token=args.hub_token)
+            commit = publish_model(
+                folder, args.push_to_hub, private=args.hub_private, token=args.hub_token, license=args.hub_license
+            )
             accelerator.print(f"pushed {folder} to {args.push_to_hub}: {commit}")
         accelerator.wait_for_everyone()
     accelerator.end_training()
