@@ -392,3 +392,64 @@ def test_gather_for_metrics_over_steps_equals_one_batch(audioset_dir):
     from accelerate import debug_launcher
 
     debug_launcher(_gathered_over_two_processes, args=(str(audioset_dir),), num_processes=2)
+
+
+FAKE_GRADIO = '''
+"""A stand-in for gradio 3 (the Space's sdk_version): records the interface evaluate builds, and on launch()
+submits one table, as the UI's Dataframe would, to the interface's function."""
+import json, os
+import pandas as pd
+
+class _Component:
+    def __init__(self, **kwargs):
+        self.kwargs = kwargs
+
+class inputs:
+    Dataframe = _Component
+
+class outputs:
+    Textbox = _Component
+
+class Interface:
+    def __init__(self, fn, inputs, outputs, **kwargs):
+        self.fn, self.inputs, self.outputs, self.kwargs = fn, inputs, outputs, kwargs
+
+    def launch(self):
+        with open(os.environ["FAKE_GRADIO_ROWS"]) as handle:
+            rows = json.load(handle)
+        table = pd.DataFrame({header: [json.dumps(row[i]) for row in rows] for i, header in enumerate(self.inputs.kwargs["headers"])})
+        print(json.dumps({
+            "headers": list(self.inputs.kwargs["headers"]),
+            "datatype": list(self.inputs.kwargs["datatype"]),
+            "title": self.kwargs["title"],
+            "article_mentions_hlp": "Hierarchical Label Propagation" in self.kwargs["article"],
+            "result": self.fn(table),
+        }))
+'''
+
+
+@pytest.mark.slow
+def test_space_app_runs_its_gradio_widget(tmp_path, audioset_ontology):
+    """The Space's app.py, run as the Space runs it, through evaluate's own gradio widget code (gradio stand-in)."""
+    folder = build_space_folder(tmp_path / "space", "someone/hierarchical_map", ontology=audioset_ontology)
+    stand_in = tmp_path / "stand_in"
+    stand_in.mkdir()
+    (stand_in / "gradio.py").write_text(FAKE_GRADIO)
+    scores, references = audioset_data()
+    rows = [[scores[i].astype(float).tolist(), references[i].astype(int).tolist()] for i in range(40)]
+    (tmp_path / "rows.json").write_text(json.dumps(rows))
+    env = dict(
+        os.environ, PYTHONPATH=str(stand_in), FAKE_GRADIO_ROWS=str(tmp_path / "rows.json"), HF_MODULES_CACHE=str(tmp_path / "modules"),
+        HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1",
+    )
+    hide_hlp_audio = "import sys; sys.modules['hlp_audio'] = None; import runpy; runpy.run_path('app.py', run_name='__main__')"
+    completed = subprocess.run(
+        [sys.executable, "-c", hide_hlp_audio], cwd=folder, env=env, capture_output=True, text=True, timeout=300
+    )
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    report = json.loads(completed.stdout.strip().splitlines()[-1])
+    assert report["headers"] == ["predictions", "references"] and report["datatype"] == ["str", "str"]
+    assert report["title"] == "Metric: hierarchical_map" and report["article_mentions_hlp"]
+    expected = compute_hierarchical_map(scores[:40], references[:40], audioset_ontology)
+    assert report["result"]["map_hlp_post"] == pytest.approx(expected["map_hlp_post"], abs=1e-12)
+    assert report["result"]["num_samples"] == 40

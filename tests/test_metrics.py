@@ -206,8 +206,19 @@ def test_single_clip(audioset_ontology, eval_subset):
     assert_matches(result["ap_hlp_per_class"], sklearn_ap(logits, propagated))
     assert result["map"] == result["map_hlp"] == 1.0  # every positive is the only clip
     assert result["num_classes_without_positives"] == 527 - references.sum()
-    assert math.isnan(result["auc"]) and math.isnan(result["d_prime"])
+    assert math.isnan(result["auc"]) and result["d_prime"] is None
     assert result["num_classes_without_negatives"] == references.sum()
+
+
+def test_perfect_ranking_gives_a_null_d_prime_not_infinity():
+    import json
+
+    ontology = Ontology.from_parents(["animal", "dog", "cat"], {"dog": ["animal"], "cat": ["animal"]})
+    references = np.array([[1, 1, 0], [1, 0, 1], [0, 0, 0], [0, 0, 0]])
+    scores = references + 0.5 * np.arange(4)[:, None] / 10  # every positive above every negative
+    result = compute_hierarchical_map(scores, references, ontology)
+    assert result["auc"] == 1.0 and result["d_prime"] is None
+    json.loads(json.dumps(result, allow_nan=False).replace("NaN", "null"))  # no Infinity anywhere
 
 
 def test_logits_and_probabilities_give_the_same_result(audioset_ontology, eval_subset):
@@ -256,7 +267,7 @@ def test_small_ontology_by_hand():
 def test_no_positive_at_all_gives_nan_means_and_counts():
     scores = np.random.default_rng(0).random((5, 3))
     result = compute_hierarchical_map(scores, np.zeros((5, 3)), ANIMALS, return_per_class=True)
-    assert all(math.isnan(result[key]) for key in RESULT_KEYS[:10])
+    assert all(math.isnan(result[key]) for key in RESULT_KEYS[:9]) and result["d_prime"] is None
     assert (result["num_classes_without_positives"], result["num_classes_without_positives_hlp"]) == (3, 3)
     assert np.isnan(result["ap_hlp_post_per_class"]).all()
 

@@ -612,3 +612,35 @@ def test_manifest_from_load_audioset_with_audio_files(audioset_ontology, audiose
     for row in chosen:
         path = str(audio_dir / f"{segments.ytid[row].as_py()}.wav")
         assert by_path[path] == segments.labels[row].as_py()
+
+
+def test_ap_change_plot_shows_new_positives_and_says_when_empty(tmp_path):
+    from hlp_audio.training import plot_ap_change
+
+    def row(name, receiving, ap, ap_hlp):
+        return {"name": name, "receiving": receiving, "ap_post": ap, "ap_hlp_post": ap_hlp, "ap": ap, "ap_hlp": ap_hlp}
+
+    rows = [row("Tone", True, 0.5, 0.7), row("Noise", True, None, 0.9), row("Buzz", False, 0.3, 0.3)]
+    path, message = plot_ap_change(rows, True, tmp_path / "change.png")
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "AP change of 1 receiving class, and the AS-HLP AP of 1 that has positives only after propagation" in message
+    nothing, why = plot_ap_change([row("Tone", True, None, None), row("Buzz", False, 0.3, 0.3)], False, tmp_path / "n.png")
+    assert nothing is None and not (tmp_path / "n.png").exists()
+    assert "none of the 1 classes that can receive propagated labels has a positive clip" in why
+
+
+def test_display_names_with_commas_need_another_separator(audioset_ontology, tmp_path):
+    path = _write_csv(tmp_path / "names.csv", 'audio,labels\na.wav,"Dog, Domestic animals, pets"\n')
+    with pytest.raises(ManifestError, match=r"unknown label 'Domestic animals'.*another character, e.g. label_separator=';'"):
+        read_manifest(path, audioset_ontology, label_format="names")
+    semicolons = _write_csv(tmp_path / "semicolons.csv", 'audio,labels\na.wav,"Dog; Domestic animals, pets"\n')
+    labels = read_manifest(semicolons, audioset_ontology, label_format="names", label_separator=";").labels.to_pylist()
+    assert labels == [[audioset_ontology.index("Dog"), audioset_ontology.index("Domestic animals, pets")]]
+
+
+def test_help_shows_each_default_once():
+    from hlp_audio.training import build_train_parser
+
+    text = build_train_parser().format_help()
+    assert "(default: None)" not in text and text.count("(default: --clip-seconds)") == 1
+    assert "(default: 1e-05)" in text  # --lr

@@ -207,6 +207,11 @@ class LabelEncoder:
                     f" (it is a class {'display name' if other_format == 'names' else 'id'}: "
                     f"pass label_format={other_format!r})"
                 )
+            elif label_format == "names" and any(name.startswith(f"{token},") for name in self.names.to_pylist()):
+                detail += (
+                    " (display names can contain commas, e.g. 'Domestic animals, pets': a comma-separated cell cuts "
+                    "them; separate labels with another character, e.g. label_separator=';')"
+                )
             raise LabelError(where, row_of(offsets, position), detail, line_offset)
         return positions.to_numpy(zero_copy_only=False).astype(np.int64)
 

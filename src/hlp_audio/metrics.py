@@ -151,6 +151,7 @@ def compute_hierarchical_map(
         ``map_hlp`` (AS-HLP: references propagated), ``map_post`` (scores post-HLP'd),
         ``map_hlp_post`` (both), the same four over the receiving classes only (``*_receiving``),
         ``auc`` / ``d_prime`` (mean ROC AUC on the original references and raw scores, and its
+        d-prime: ``None`` when the mean AUC is 0 or 1, where d' is infinite, or undefined;
         d-prime), and counts. Means leave out classes without positives.
 
     Post-HLP changes only the receiving classes' scores and propagation adds positives only in
@@ -218,7 +219,8 @@ def compute_hierarchical_map(
         "map_post_receiving": _mean(ap_post[receiving]),
         "map_hlp_post_receiving": _mean(ap_hlp_post[receiving]),
         "auc": mean_auc,
-        "d_prime": float(d_prime(mean_auc)) if not math.isnan(mean_auc) else float("nan"),
+        # JSON has no infinity: at a mean AUC of 0 or 1 (or none at all) d' is null, never inf or NaN
+        "d_prime": float(d_prime(mean_auc)) if 0.0 < mean_auc < 1.0 else None,
         "num_samples": int(num_samples),
         "num_classes": int(num_classes),
         "num_receiving_classes": int(receiving.size),

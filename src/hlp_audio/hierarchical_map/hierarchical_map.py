@@ -85,7 +85,8 @@ Returns:
     map_receiving, map_hlp_receiving, map_post_receiving, map_hlp_post_receiving (`float`): the
         same four, averaged over the classes that can receive propagated labels only.
     auc (`float`): mean ROC AUC on the original references and raw scores.
-    d_prime (`float`): sqrt(2) * inverse standard normal CDF of `auc`.
+    d_prime (`float` or `None`): sqrt(2) * inverse standard normal CDF of `auc`; `None` when `auc` is
+        1 or 0 (d' is infinite, which JSON cannot hold) or undefined.
     num_samples (`int`): N.
     num_classes (`int`): C.
     num_receiving_classes (`int`): classes that can receive propagated labels.

@@ -16,6 +16,15 @@ __all__ = ["build_train_parser", "parse_train_args", "SELECTABLE_METRICS"]
 SELECTABLE_METRICS = tuple(key for key in RESULT_KEYS if key.startswith("map") or key in ("auc", "d_prime"))
 
 
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Adds "(default: X)" to an option's help only where the help does not say it already, and never "None"."""
+
+    def _get_help_string(self, action):
+        if action.default is None or "(default" in (action.help or ""):
+            return action.help
+        return super()._get_help_string(action)
+
+
 def _json_object(text: str) -> dict:
     try:
         value = json.loads(text)
@@ -30,7 +39,7 @@ def build_train_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="train.py",
         description="Fine-tune an HLP audio tagger with or without HLP labels (CPU, one GPU or many with accelerate).",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=_HelpFormatter,
     )
     data = parser.add_argument_group("data")
     data.add_argument("--train-manifest", required=True, help="CSV / TSV / parquet file or saved datasets folder of training clips")

@@ -13,7 +13,7 @@ import argparse
 import json
 import math
 from pathlib import Path
-from typing import List, Optional
+from typing import List, Optional, Tuple
 
 import numpy as np
 import torch
@@ -58,7 +58,9 @@ def markdown_table(metrics: dict) -> str:
         f"| receiving classes only, AS-Base | {metrics['map_receiving']:.4f} | {metrics['map_post_receiving']:.4f} |",
         f"| receiving classes only, AS-HLP | {metrics['map_hlp_receiving']:.4f} | {metrics['map_hlp_post_receiving']:.4f} |",
         "",
-        f"AUC {metrics['auc']:.4f}, d' {metrics['d_prime']:.3f} (AS-Base, post-HLP off); "
+        f"AUC {metrics['auc']:.4f}, d' "
+        + (f"{metrics['d_prime']:.3f}" if metrics["d_prime"] is not None else "undefined (infinite at a mean AUC of 0 or 1)")
+        + " (AS-Base, post-HLP off); "
         f"{metrics['num_samples']} clips, {metrics['num_classes']} classes "
         f"({metrics['num_receiving_classes']} can receive propagated labels; "
         f"{metrics['num_classes_without_positives']} without positives are left out of the means).",
@@ -66,39 +68,57 @@ def markdown_table(metrics: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def plot_ap_change(per_class: List[dict], post_hlp: bool, path: Path) -> Optional[Path]:
-    """Horizontal bars of AP(AS-HLP) - AP(AS-Base) per receiving class, sorted; None if nothing to plot."""
+def plot_ap_change(per_class: List[dict], post_hlp: bool, path: Path) -> Tuple[Optional[Path], str]:
+    """Bars of AP(AS-HLP) - AP(AS-Base) per receiving class, sorted, and the AS-HLP AP of the receiving classes that
+    have positives only after propagation (no AS-Base AP to compare with). Returns the path written (None when
+    there is nothing to draw) and a sentence saying what was drawn or why nothing was."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     suffix = "_post" if post_hlp else ""
-    rows = [
+    receiving = [row for row in per_class if row["receiving"]]
+    changed = [
         (row["name"], row[f"ap_hlp{suffix}"] - row[f"ap{suffix}"])
-        for row in per_class
-        if row["receiving"] and row[f"ap{suffix}"] is not None and row[f"ap_hlp{suffix}"] is not None
+        for row in receiving
+        if row[f"ap{suffix}"] is not None and row[f"ap_hlp{suffix}"] is not None
     ]
-    if not rows:
-        return None
-    rows.sort(key=lambda row: row[1])
-    names, changes = zip(*rows)
-    height = max(3.0, 0.16 * len(rows) + 1.2)
-    figure, axis = plt.subplots(figsize=(7.5, height))
-    colors = ["tab:green" if change >= 0 else "tab:red" for change in changes]
-    axis.barh(np.arange(len(rows)), changes, color=colors)
-    axis.set_yticks(np.arange(len(rows)), labels=names, fontsize=7 if len(rows) > 40 else 9)
+    new = [
+        (f"{row['name']} (new)", row[f"ap_hlp{suffix}"])
+        for row in receiving
+        if row[f"ap{suffix}"] is None and row[f"ap_hlp{suffix}"] is not None
+    ]
+    if not changed and not new:
+        return None, (
+            f"no AP-change plot: none of the {len(receiving)} classes that can receive propagated labels has a "
+            "positive clip in this evaluation set, before or after propagation"
+        )
+    changed.sort(key=lambda row: row[1])
+    new.sort(key=lambda row: row[1])
+    names = [name for name, _ in new + changed]
+    count = len(changed) + len(new)
+    figure, axis = plt.subplots(figsize=(7.5, max(3.0, 0.16 * count + 1.4)))
+    if new:
+        axis.barh(np.arange(len(new)), [value for _, value in new], color="lightgray", hatch="//", edgecolor="gray",
+                  label="AP on AS-HLP; no AS-Base positive to compare")
+    colors = ["tab:green" if change >= 0 else "tab:red" for _, change in changed]
+    axis.barh(len(new) + np.arange(len(changed)), [change for _, change in changed], color=colors)
+    axis.set_yticks(np.arange(count), labels=names, fontsize=7 if count > 40 else 9)
     axis.axvline(0.0, color="black", linewidth=0.8)
     axis.set_xlabel("AP on AS-HLP references - AP on AS-Base references")
-    axis.set_title(
-        f"Per-class AP change of the {len(rows)} receiving classes (post-HLP {'on' if post_hlp else 'off'})",
-        fontsize=10,
-    )
+    plural = "class" if count == 1 else "classes"
+    axis.set_title(f"Per-class AP change, {count} receiving {plural} (post-HLP {'on' if post_hlp else 'off'})", fontsize=10)
+    if new:
+        axis.legend(fontsize=8, loc="lower right")
     axis.margins(y=0.005)
     figure.tight_layout()
     figure.savefig(path, dpi=120)
     plt.close(figure)
-    return path
+    return path, (
+        f"{path}: AP change of {len(changed)} receiving {'class' if len(changed) == 1 else 'classes'}, and the AS-HLP AP "
+        f"of {len(new)} that {'has' if len(new) == 1 else 'have'} positives only after propagation"
+    )
 
 
 def _none_if_nan(value):
@@ -153,7 +173,7 @@ def evaluate_model(args: argparse.Namespace) -> dict:
             record = {"model": str(args.model), "manifest": str(args.manifest), "post_hlp": post_hlp, **summary, "per_class": per_class}
             (out / "metrics.json").write_text(json.dumps(record, indent=2))
             (out / "metrics.md").write_text(table)
-            plot = plot_ap_change(per_class, record["post_hlp"], out / "ap_change.png")
-            print(f"wrote {out / 'metrics.json'}, {out / 'metrics.md'}" + (f" and {plot}" if plot else ""))
+            _, plotted = plot_ap_change(per_class, record["post_hlp"], out / "ap_change.png")
+            print(f"wrote {out / 'metrics.json'} and {out / 'metrics.md'}; {plotted}")
     accelerator.wait_for_everyone()
     return {**summary, "per_class": per_class}
