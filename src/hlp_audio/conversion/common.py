@@ -1,10 +1,11 @@
 """What every checkpoint converter shares: reading checkpoint files (and checking the published ones'
 digests), renaming state dicts key by key, building the AudioSet tagger, saving and verifying the folder,
 the card of a published checkpoint, tagging sample files, and the command-line options; plus the check of
-torchlibrosa's front-end tensors, which PANNs-family checkpoints carry.
+torchlibrosa's front-end tensors, which PANNs and the audio ConvNeXt checkpoints both carry.
 
-Each source model has its own module (``from_ast``, ``from_efficientat``, ``from_passt``, ``from_panns``) with
-its state-dict mapping, config inference and card; ``scripts/convert_*.py`` are argparse front ends.
+Each source model has its own module (``from_ast``, ``from_efficientat``, ``from_passt``, ``from_panns``,
+``from_convnext``) with its state-dict mapping, config inference and card; ``scripts/convert_*.py`` are
+argparse front ends.
 """
 
 from __future__ import annotations

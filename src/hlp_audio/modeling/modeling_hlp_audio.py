@@ -28,6 +28,7 @@ from .backbone import HLPBackbone
 from .hierarchy_ops import AncestorMax
 from .modeling_ast_backbone import ASTBackbone
 from .modeling_cnn6 import CNN6Backbone
+from .modeling_convnext import ConvNeXtBackbone
 from .modeling_efficientat import EfficientATBackbone
 from .modeling_passt import PaSSTBackbone
 
@@ -45,6 +46,7 @@ BACKBONES: Dict[str, type] = {
     for backbone in (
         ASTBackbone,
         CNN6Backbone,
+        ConvNeXtBackbone,
         EfficientATBackbone,
         PaSSTBackbone,
     )
