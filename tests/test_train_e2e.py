@@ -80,7 +80,10 @@ def train_args(corpus, output_dir, *extra):
 
 def run_train(argv):
     reset_accelerate_state()
-    return train(parse_train_args(argv))
+    try:
+        return train(parse_train_args(argv))
+    finally:  # a later test that forks processes (debug_launcher) must not inherit this process state
+        reset_accelerate_state()
 
 
 @pytest.fixture(scope="module")

@@ -112,5 +112,8 @@ def train_briefly_from_scratch(folder: Path, backbone_type: str, backbone_size: 
         "--no-progress", "--report-to", "none", "--output-dir", str(folder / "run"), *extra,
     ]
     reset_accelerate_state()
-    results = train(parse_train_args(argv))
+    try:
+        results = train(parse_train_args(argv))
+    finally:  # leave no process state behind: a later test that forks processes (debug_launcher) would inherit it
+        reset_accelerate_state()
     return results, folder / "run" / "final"
