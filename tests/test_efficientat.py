@@ -360,30 +360,10 @@ def test_post_hlp_scores_are_the_max_over_the_lookup_table(tagger, sample_paths,
 
 def test_remote_code_loads_without_hlp_audio(converted, sample_paths, tagger, tmp_path):
     """A fresh interpreter that cannot import hlp_audio runs the files saved next to the weights."""
-    import json
-    import os
-    import subprocess
-    import sys
+    from remote_code_helpers import remote_code_pipeline
 
     out, _ = converted
-    script = (
-        "import sys, json\n"
-        "import soundfile\n"
-        "sys.modules['hlp_audio'] = None  # any import of the installed package fails\n"
-        "from transformers import pipeline\n"
-        "tagger = pipeline('audio-classification', model=sys.argv[1], trust_remote_code=True)\n"
-        "audio, rate = soundfile.read(sys.argv[2], dtype='float32')  # transformers would need ffmpeg for a path\n"
-        "result = tagger(audio, top_k=3)\n"
-        "print(json.dumps({'result': result, 'model': type(tagger.model).__module__,\n"
-        "                  'extractor': type(tagger.feature_extractor).__module__, 'pipeline': type(tagger).__name__}))\n"
-    )
-    env = dict(os.environ, HF_MODULES_CACHE=str(tmp_path / "modules"), HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
-    process = subprocess.run(
-        [sys.executable, "-c", script, str(out), str(sample_paths["typing"])],
-        capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300,
-    )
-    assert process.returncode == 0, process.stderr[-3000:]
-    report = json.loads(process.stdout.strip().splitlines()[-1])
+    report = remote_code_pipeline(out, sample_paths["typing"], tmp_path)
     for kind in ("model", "extractor"):
         assert report[kind].startswith("transformers_modules."), report
     assert report["pipeline"] == "AudioClassificationPipeline"  # transformers' own, with sigmoid scores

@@ -85,3 +85,35 @@ def make_corpus(
         writer.writerow(["audio", "labels"])
         writer.writerows(rows)
     return manifest, all_labels
+
+
+def reset_accelerate_state() -> None:
+    """Accelerate keeps its process state in singletons: start every in-process run afresh."""
+    from accelerate.state import AcceleratorState, GradientState
+
+    AcceleratorState._reset_state(reset_partial_state=True)
+    GradientState._reset_state()
+
+
+def train_briefly_from_scratch(folder: Path, backbone_type: str, backbone_size: str, *extra: str):
+    """One short epoch of ``scripts/train.py``'s loop from scratch on a small generated corpus (HLP labels,
+    mixup, time and frequency masks); returns the run's results and its saved ``final`` folder."""
+    from hlp_audio.training import parse_train_args, train
+
+    train_manifest, _ = make_corpus(folder, 8, name="train", seconds=1.0, seed=0)
+    eval_manifest, _ = make_corpus(folder, 4, name="eval", seconds=1.0, seed=1)
+    ontology = folder / "ontology.json"
+    tone_noise_ontology().to_json(ontology)
+    argv = [
+        "--train-manifest", str(train_manifest), "--eval-manifest", str(eval_manifest), "--ontology", str(ontology),
+        "--backbone-type", backbone_type, "--backbone-size", backbone_size, "--clip-seconds", "1.0",
+        "--epochs", "1", "--batch-size", "4", "--lr", "1e-3", "--warmup-steps", "1", "--num-workers", "0",
+        "--hlp", "--mixup", "0.3", "--time-mask", "8", "--freq-mask", "3", "--logging-steps", "1", "--seed", "3",
+        "--no-progress", "--report-to", "none", "--output-dir", str(folder / "run"), *extra,
+    ]
+    reset_accelerate_state()
+    try:
+        results = train(parse_train_args(argv))
+    finally:  # leave no process state behind: a later test that forks processes (debug_launcher) would inherit it
+        reset_accelerate_state()
+    return results, folder / "run" / "final"

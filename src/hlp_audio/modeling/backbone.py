@@ -17,9 +17,12 @@ subclass of :class:`HLPBackbone` in its own ``modeling_<name>.py`` file, with a 
 - ``sizes`` and ``default_config(size)``: named configurations (``"tiny"`` for tests);
 - ``build_feature_extractor(config)``: a new feature extractor matching a config (training from
   scratch), and ``build_front_end(feature_extractor)``: the batched ``nn.Module`` equivalent of a
-  saved feature extractor, for features computed on the accelerator.
+  saved feature extractor, for features computed on the accelerator. By default both use
+  ``HLPAudioFeatureExtractor`` with the backbone's ``front_end`` (``"efficientat"`` or ``"panns"``)
+  and the config's ``num_mel_bins``.
 
-This file imports only torch (it travels to the Hub as remote code with the model files).
+This file imports only torch and ``transformers.initialization`` (it travels to the Hub as remote code with the
+model files).
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ import dataclasses
 from typing import Any, ClassVar, Dict, Mapping, Tuple, Type, TypeVar
 
 from torch import nn
+from transformers import initialization as init
 
 __all__ = ["BackboneConfig", "HLPBackbone"]
 
@@ -80,6 +84,8 @@ class HLPBackbone(nn.Module):
     freq_axis: ClassVar[int]
     #: named configurations: size name -> overrides of the config defaults
     sizes: ClassVar[Dict[str, Dict[str, Any]]]
+    #: the ``HLPAudioFeatureExtractor`` front end the backbone reads (when it reads that extractor's features)
+    front_end: ClassVar[str] = "efficientat"
 
     config: BackboneConfig
     classifier: nn.Module
@@ -105,23 +111,38 @@ class HLPBackbone(nn.Module):
     def init_module_weights(self, module: nn.Module) -> None:
         raise NotImplementedError
 
+    @staticmethod
+    def init_batch_norm(module: nn.modules.batchnorm._BatchNorm) -> None:
+        """A fresh batch norm, through ``transformers.initialization``: unit scale, zero shift, statistics reset."""
+        init.ones_(module.weight)
+        init.zeros_(module.bias)
+        init.zeros_(module.running_mean)
+        init.ones_(module.running_var)
+        init.zeros_(module.num_batches_tracked)
+
     @classmethod
     def build_feature_extractor(cls, config: BackboneConfig):
         """A new feature extractor for this config; by default the 32 kHz log-mel ``HLPAudioFeatureExtractor``
-        with the config's ``num_mel_bins``."""
+        with the backbone's ``front_end`` and the config's ``num_mel_bins``."""
         from .feature_extraction_hlp_audio import HLPAudioFeatureExtractor
 
-        return HLPAudioFeatureExtractor(num_mel_bins=config.num_mel_bins)
+        return HLPAudioFeatureExtractor(front_end=cls.front_end, num_mel_bins=config.num_mel_bins)
 
     @classmethod
     def build_front_end(cls, feature_extractor) -> nn.Module:
-        """The batched equivalent of ``feature_extractor``; by default its own ``build_front_end()``."""
+        """The batched equivalent of ``feature_extractor``; by default its own ``build_front_end()``, which must
+        be the backbone's ``front_end``."""
         from .feature_extraction_hlp_audio import HLPAudioFeatureExtractor
 
         if not isinstance(feature_extractor, HLPAudioFeatureExtractor):
             raise TypeError(
                 f"a {cls.backbone_type} backbone takes HLPAudioFeatureExtractor features, got "
                 f"{type(feature_extractor).__name__}"
+            )
+        if feature_extractor.front_end != cls.front_end:
+            raise ValueError(
+                f"a {cls.backbone_type} backbone reads HLPAudioFeatureExtractor(front_end={cls.front_end!r}) features, "
+                f"got front_end={feature_extractor.front_end!r}"
             )
         return feature_extractor.build_front_end()
 

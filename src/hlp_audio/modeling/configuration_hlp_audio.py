@@ -31,10 +31,12 @@ class HLPAudioConfig(PreTrainedConfig):
             Propagate the training labels up the same chains before the loss (idempotent on labels that are
             already propagated).
         backbone_type (`str`, *optional*, defaults to `"ast"`):
-            Key of the backbone in ``modeling_hlp_audio.BACKBONES`` (``"ast"``, ``"efficientat"``, ``"passt"``).
+            Key of the backbone in ``modeling_hlp_audio.BACKBONES`` (``"ast"``, ``"efficientat"``, ``"passt"``,
+            ``"cnn6"``, ``"convnext"``).
         backbone_config (`dict`, *optional*):
-            The backbone's typed config as a dict (``ASTBackboneConfig``, ``EfficientATConfig``, ``PaSSTConfig``:
-            ``BACKBONES[backbone_type].default_config(size).to_dict()``); missing keys take its defaults.
+            The backbone's typed config as a dict (``ASTBackboneConfig``, ``EfficientATConfig``, ``PaSSTConfig``,
+            ``CNN6Config``, ``ConvNeXtConfig``: ``BACKBONES[backbone_type].default_config(size).to_dict()``);
+            missing keys take its defaults.
 
     ``problem_type`` is ``"multi_label_classification"``, so pipelines apply a sigmoid, never a softmax.
 

@@ -1,31 +1,41 @@
-"""``HLPAudioFeatureExtractor``: raw 32 kHz audio to the log-mel features of EfficientAT and PaSST.
+"""``HLPAudioFeatureExtractor``: raw 32 kHz audio to the log-mel features of EfficientAT / PaSST or of PANNs / ConvNeXt.
 
 The ``SequenceFeatureExtractor`` used by ``pipeline("audio-classification")`` and
-``AutoFeatureExtractor``: it validates raw audio, pads or truncates it, and runs the batched
-:class:`~front_ends.MelFrontEnd` (on CPU unless ``device`` is given); ``build_front_end()`` gives
-the same module for computing features on the accelerator during training.
+``AutoFeatureExtractor``: it validates raw audio, pads or truncates it, and runs a batched front end
+of :mod:`front_ends` (on CPU unless ``device`` is given); ``build_front_end()`` gives the same module
+for computing features on the accelerator during training. ``front_end`` chooses it:
 
-The front end (EfficientAT's ``AugmentMelSTFT`` in eval mode, as used by the released AudioSet
-checkpoints and by PaSST): pre-emphasis ``y[n] = x[n+1] - 0.97 x[n]`` (the output is one sample
-shorter), STFT with ``n_fft`` 1024, a symmetric (``periodic=False``) Hann window of 800 samples
-centred in the FFT frame, hop 320, ``center=True`` with reflect padding; power spectrum; 128
-Kaldi-style triangular mel filters (mel = 1127 ln(1 + f / 700), triangles in the mel domain over
-the first ``n_fft / 2`` bins, a zero column for the Nyquist bin, fmin 0, fmax 15 kHz);
-``log(mel + 1e-5)``; ``(x + 4.5) / 5``. A clip of N samples gives ``1 + (N - 1) // 320`` frames
-(1,000 frames for 10 s at 32 kHz).
+- ``"efficientat"`` (default), :class:`~front_ends.MelFrontEnd`: EfficientAT's ``AugmentMelSTFT`` in
+  eval mode, as used by the released AudioSet checkpoints and by PaSST: pre-emphasis
+  ``y[n] = x[n+1] - 0.97 x[n]`` (the output is one sample shorter), STFT with ``n_fft`` 1024, a
+  symmetric (``periodic=False``) Hann window of 800 samples centred in the FFT frame, hop 320,
+  ``center=True`` with reflect padding; power spectrum; 128 Kaldi-style triangular mel filters (mel =
+  1127 ln(1 + f / 700), triangles in the mel domain over the first ``n_fft / 2`` bins, a zero column
+  for the Nyquist bin, fmin 0, fmax 15 kHz); ``log(mel + 1e-5)``; ``(x + 4.5) / 5``. A clip of N
+  samples gives ``1 + (N - 1) // 320`` frames (1,000 for 10 s at 32 kHz); features are
+  ``(batch, mel_bins, frames)``.
+- ``"panns"``, :class:`~front_ends.PANNsLogMelFrontEnd`: torchlibrosa's front end of PANNs (CNN6) and
+  of the audio ConvNeXt: periodic Hann window of 1024 samples, hop 320, centred with reflect padding;
+  power spectrum; 64 (CNN6) or 224 (ConvNeXt) Slaney mel filters (librosa's default) from 50 Hz to
+  14 kHz; ``10 log10(max(mel, 1e-10))``. ``1 + N // 320`` frames (1,001 for 10 s); features are
+  ``(batch, frames, mel_bins)``.
+
+Each front end has its own parameters (the keyword arguments of its class, with its defaults); a
+parameter of the other front end is an error naming it.
 
 Input policy (see ``HLPAudioFeatureExtractor.__call__``): mono float audio at exactly the
 extractor's sampling rate. A wrong sampling rate, multi-channel arrays, empty clips, integer
 PCM and non-finite samples raise ``ValueError`` naming the clip; decoding, downmixing and
 resampling of files belong to ``hlp_audio.audio_loading``. Clips shorter than ``n_fft`` samples
 (32 ms) are zero-padded at the end to ``n_fft`` samples, the shortest input the centred STFT
-accepts; silence gives finite features (``log(1e-5)``).
+accepts; silence gives finite features.
 
 This file imports only numpy, torch, transformers and its siblings (it travels to the Hub as remote code).
 """
 
 from __future__ import annotations
 
+import inspect
 from typing import Any, Dict, List, Optional, Sequence, Union
 
 import numpy as np
@@ -34,27 +44,43 @@ from transformers.feature_extraction_sequence_utils import SequenceFeatureExtrac
 from transformers.feature_extraction_utils import BatchFeature
 from transformers.utils import logging
 
-from .front_ends import MelFrontEnd
+from .front_ends import MelFrontEnd, PANNsLogMelFrontEnd
 
 logger = logging.get_logger(__name__)
 
-__all__ = ["HLPAudioFeatureExtractor"]
+__all__ = ["FRONT_ENDS", "HLPAudioFeatureExtractor", "front_end_parameters"]
+
+#: ``front_end`` name -> batched front end class; its keyword arguments (but ``sampling_rate``) and their
+#: defaults are the extractor's front-end parameters.
+FRONT_ENDS = {"efficientat": MelFrontEnd, "panns": PANNsLogMelFrontEnd}
+
+
+def front_end_parameters(front_end: str) -> Dict[str, Any]:
+    """The parameters of a front end and their defaults (``sampling_rate`` excepted)."""
+    if front_end not in FRONT_ENDS:
+        raise ValueError(f"unknown front_end {front_end!r}; known front ends: {sorted(FRONT_ENDS)}")
+    parameters = inspect.signature(FRONT_ENDS[front_end]).parameters
+    return {name: parameter.default for name, parameter in parameters.items() if name != "sampling_rate"}
 
 AudioInput = Union[np.ndarray, torch.Tensor, Sequence[float], Sequence[np.ndarray], Sequence[torch.Tensor]]
 
 
 class HLPAudioFeatureExtractor(SequenceFeatureExtractor):
-    r"""Log-mel features for EfficientAT / PaSST backbones of ``HLPAudioForAudioClassification``.
+    r"""Log-mel features for the 32 kHz backbones of ``HLPAudioForAudioClassification`` (EfficientAT, PaSST,
+    CNN6, ConvNeXt).
 
     Args:
         feature_size (`int`, defaults to 1): channels of the *raw* input (mono), as for other raw-audio extractors.
         sampling_rate (`int`, defaults to 32000): the only sampling rate accepted (no silent resampling).
         padding_value (`float`, defaults to 0.0): value used to pad waveforms.
-        num_mel_bins (`int`, defaults to 128), n_fft (1024), win_length (800), hop_length (320),
-        f_min (0.0), f_max (15000.0), preemphasis_coefficient (0.97), log_offset (1e-5),
-        normalization_shift (4.5), normalization_scale (5.0): the front end (see :class:`MelFrontEnd`).
-
-    Returns ``input_values`` of shape ``(batch, num_mel_bins, frames)``.
+        front_end (`str`, defaults to `"efficientat"`): ``"efficientat"`` (:class:`MelFrontEnd`, features
+            ``(batch, mel_bins, frames)``) or ``"panns"`` (:class:`PANNsLogMelFrontEnd`, features
+            ``(batch, frames, mel_bins)``).
+        num_mel_bins, n_fft, win_length, hop_length, f_min, f_max: both front ends; ``None`` takes the front
+            end's default (efficientat: 128, 1024, 800, 320, 0.0, 15000.0; panns: 64, 1024, 1024, 320, 50.0, 14000.0).
+        preemphasis_coefficient (0.97), log_offset (1e-5), normalization_shift (4.5), normalization_scale (5.0):
+            ``"efficientat"`` only.
+        amin (1e-10): ``"panns"`` only, the floor of the mel power before the log.
 
     Example:
 
@@ -64,6 +90,9 @@ class HLPAudioFeatureExtractor(SequenceFeatureExtractor):
     >>> features = extractor(np.zeros(32000, dtype=np.float32), sampling_rate=32000, return_tensors="pt")
     >>> tuple(features["input_values"].shape)
     (1, 128, 100)
+    >>> panns = HLPAudioFeatureExtractor(front_end="panns")
+    >>> tuple(panns(np.zeros(32000, dtype=np.float32), sampling_rate=32000, return_tensors="pt")["input_values"].shape)
+    (1, 101, 64)
     ```
     """
 
@@ -74,16 +103,18 @@ class HLPAudioFeatureExtractor(SequenceFeatureExtractor):
         feature_size: int = 1,
         sampling_rate: int = 32000,
         padding_value: float = 0.0,
-        num_mel_bins: int = 128,
-        n_fft: int = 1024,
-        win_length: int = 800,
-        hop_length: int = 320,
-        f_min: float = 0.0,
-        f_max: float = 15000.0,
-        preemphasis_coefficient: float = 0.97,
-        log_offset: float = 1e-5,
-        normalization_shift: float = 4.5,
-        normalization_scale: float = 5.0,
+        front_end: str = "efficientat",
+        num_mel_bins: Optional[int] = None,
+        n_fft: Optional[int] = None,
+        win_length: Optional[int] = None,
+        hop_length: Optional[int] = None,
+        f_min: Optional[float] = None,
+        f_max: Optional[float] = None,
+        preemphasis_coefficient: Optional[float] = None,
+        log_offset: Optional[float] = None,
+        normalization_shift: Optional[float] = None,
+        normalization_scale: Optional[float] = None,
+        amin: Optional[float] = None,
         return_attention_mask: bool = False,
         **kwargs,
     ):
@@ -94,36 +125,31 @@ class HLPAudioFeatureExtractor(SequenceFeatureExtractor):
             return_attention_mask=return_attention_mask,
             **kwargs,
         )
-        self.num_mel_bins = num_mel_bins
-        self.n_fft = n_fft
-        self.win_length = win_length
-        self.hop_length = hop_length
-        self.f_min = f_min
-        self.f_max = f_max
-        self.preemphasis_coefficient = preemphasis_coefficient
-        self.log_offset = log_offset
-        self.normalization_shift = normalization_shift
-        self.normalization_scale = normalization_scale
-        self._front_ends: Dict[str, MelFrontEnd] = {}
+        given = dict(
+            num_mel_bins=num_mel_bins, n_fft=n_fft, win_length=win_length, hop_length=hop_length, f_min=f_min,
+            f_max=f_max, preemphasis_coefficient=preemphasis_coefficient, log_offset=log_offset,
+            normalization_shift=normalization_shift, normalization_scale=normalization_scale, amin=amin,
+        )
+        parameters = front_end_parameters(front_end)
+        foreign = sorted(name for name, value in given.items() if value is not None and name not in parameters)
+        if foreign:
+            raise ValueError(
+                f"front_end={front_end!r} has no parameter {foreign[0]!r} (given: {foreign}); its parameters are "
+                f"{sorted(parameters)}"
+            )
+        self.front_end = front_end
+        # Only the chosen front end's parameters become attributes (and so enter preprocessor_config.json).
+        for name, default in parameters.items():
+            setattr(self, name, default if given[name] is None else given[name])
+        self._front_ends: Dict[str, torch.nn.Module] = {}
         self.build_front_end()  # validate the parameters now rather than on the first call
 
-    def build_front_end(self) -> MelFrontEnd:
-        """A new :class:`MelFrontEnd` with this extractor's parameters (move it to the GPU for training)."""
-        return MelFrontEnd(
-            sampling_rate=self.sampling_rate,
-            n_fft=self.n_fft,
-            win_length=self.win_length,
-            hop_length=self.hop_length,
-            num_mel_bins=self.num_mel_bins,
-            f_min=self.f_min,
-            f_max=self.f_max,
-            preemphasis_coefficient=self.preemphasis_coefficient,
-            log_offset=self.log_offset,
-            normalization_shift=self.normalization_shift,
-            normalization_scale=self.normalization_scale,
-        )
+    def build_front_end(self) -> torch.nn.Module:
+        """A new batched front end (:data:`FRONT_ENDS`) with this extractor's parameters (move it to the GPU for training)."""
+        parameters = {name: getattr(self, name) for name in front_end_parameters(self.front_end)}
+        return FRONT_ENDS[self.front_end](sampling_rate=self.sampling_rate, **parameters)
 
-    def _front_end_on(self, device: torch.device) -> MelFrontEnd:
+    def _front_end_on(self, device: torch.device) -> torch.nn.Module:
         key = str(device)
         if key not in self._front_ends:
             self._front_ends[key] = self.build_front_end().to(device)
@@ -223,7 +249,7 @@ class HLPAudioFeatureExtractor(SequenceFeatureExtractor):
                 frames, and so their scores) or ``"max_length"`` (pad to ``max_length``).
             max_length: a length in samples, for ``padding="max_length"`` and ``truncation``.
             truncation: cut clips longer than ``max_length`` samples.
-            return_tensors: ``"pt"``, ``"np"`` or ``None`` (a list of ``(mel_bins, frames)`` arrays).
+            return_tensors: ``"pt"``, ``"np"`` or ``None`` (a list of one feature array per clip).
             device: where to compute (default CPU); with ``return_tensors="pt"`` the result stays there.
 
         Clips shorter than ``n_fft`` samples are first zero-padded to ``n_fft`` samples.

@@ -1,9 +1,13 @@
 """Batched front ends: waveforms ``(batch, samples)`` to the features a backbone takes, on any device.
 
-- :class:`MelFrontEnd`: the 32 kHz log-mel of EfficientAT and PaSST (``HLPAudioFeatureExtractor``);
+- :class:`MelFrontEnd`: the 32 kHz log-mel of EfficientAT and PaSST (``HLPAudioFeatureExtractor``,
+  ``front_end="efficientat"``);
+- :class:`PANNsLogMelFrontEnd`: the 32 kHz log-mel in decibels of PANNs (CNN6) and the audio ConvNeXt
+  (``HLPAudioFeatureExtractor``, ``front_end="panns"``), torchlibrosa's computation;
 - :class:`KaldiFbankFrontEnd`: AST's Kaldi filter banks, the computation of ``ASTFeatureExtractor``,
   vectorised over the batch and the frames;
-- :func:`kaldi_mel_filter_bank`: Kaldi's triangular mel filters, shared by both.
+- :func:`kaldi_mel_filter_bank`: Kaldi's triangular mel filters (EfficientAT and AST);
+- :func:`slaney_mel_filter_bank`: librosa's default (Slaney) mel filters (PANNs).
 
 Each is an ``nn.Module``: move it to the GPU and it computes the features of a whole batch there
 (one FFT and one matmul). Always float32 (autocast is disabled inside). Window and filter matrices
@@ -19,7 +23,17 @@ import math
 import torch
 from torch import nn
 
-__all__ = ["MelFrontEnd", "KaldiFbankFrontEnd", "kaldi_mel_filter_bank"]
+__all__ = ["MelFrontEnd", "PANNsLogMelFrontEnd", "KaldiFbankFrontEnd", "kaldi_mel_filter_bank", "slaney_mel_filter_bank"]
+
+
+def _check_filter_bank_arguments(num_mel_bins: int, n_fft: int, sampling_rate: int, f_min: float, f_max: float) -> None:
+    if num_mel_bins < 1:
+        raise ValueError(f"num_mel_bins must be positive, got {num_mel_bins}")
+    if n_fft < 2 or n_fft % 2:
+        raise ValueError(f"n_fft must be a positive even number, got {n_fft}")
+    nyquist = 0.5 * sampling_rate
+    if not 0.0 <= f_min < f_max <= nyquist:
+        raise ValueError(f"need 0 <= f_min < f_max <= nyquist, got f_min={f_min}, f_max={f_max}, nyquist={nyquist}")
 
 
 def _kaldi_mel(frequency: torch.Tensor) -> torch.Tensor:
@@ -43,15 +57,9 @@ def kaldi_mel_filter_bank(
     ``n_fft / 2`` bins below Nyquist; the Nyquist bin gets a zero column (as in EfficientAT).
     ``f_max <= 0`` means ``nyquist + f_max`` (Kaldi's convention). Computed in float64.
     """
-    if num_mel_bins < 1:
-        raise ValueError(f"num_mel_bins must be positive, got {num_mel_bins}")
-    if n_fft < 2 or n_fft % 2:
-        raise ValueError(f"n_fft must be a positive even number, got {n_fft}")
-    nyquist = 0.5 * sampling_rate
     if f_max <= 0.0:
-        f_max = f_max + nyquist
-    if not 0.0 <= f_min < f_max <= nyquist:
-        raise ValueError(f"need 0 <= f_min < f_max <= nyquist, got f_min={f_min}, f_max={f_max}, nyquist={nyquist}")
+        f_max = f_max + 0.5 * sampling_rate
+    _check_filter_bank_arguments(num_mel_bins, n_fft, sampling_rate, f_min, f_max)
     fft_bin_mel = _kaldi_mel(torch.arange(n_fft // 2, dtype=torch.float64) * (sampling_rate / n_fft))
     mel_min = math.log1p(f_min / 700.0) * 1127.0
     mel_max = math.log1p(f_max / 700.0) * 1127.0
@@ -62,6 +70,93 @@ def kaldi_mel_filter_bank(
     falling = (right - fft_bin_mel) / (right - center)
     filters = torch.clamp(torch.minimum(rising, falling), min=0.0)
     return torch.nn.functional.pad(filters, (0, 1)).to(dtype)
+
+
+# Slaney's mel scale (librosa's default, htk=False): linear below 1 kHz (200/3 Hz per mel), logarithmic above.
+_SLANEY_HZ_PER_MEL = 200.0 / 3.0
+_SLANEY_LOG_START_HZ = 1000.0
+_SLANEY_LOG_START_MEL = _SLANEY_LOG_START_HZ / _SLANEY_HZ_PER_MEL
+_SLANEY_LOG_STEP = math.log(6.4) / 27.0
+
+
+def _slaney_mel(frequency: torch.Tensor) -> torch.Tensor:
+    logarithmic = _SLANEY_LOG_START_MEL + torch.log(frequency.clamp(min=_SLANEY_LOG_START_HZ) / _SLANEY_LOG_START_HZ) / _SLANEY_LOG_STEP
+    return torch.where(frequency >= _SLANEY_LOG_START_HZ, logarithmic, frequency / _SLANEY_HZ_PER_MEL)
+
+
+def _slaney_hz(mel: torch.Tensor) -> torch.Tensor:
+    logarithmic = _SLANEY_LOG_START_HZ * torch.exp(_SLANEY_LOG_STEP * (mel - _SLANEY_LOG_START_MEL))
+    return torch.where(mel >= _SLANEY_LOG_START_MEL, logarithmic, mel * _SLANEY_HZ_PER_MEL)
+
+
+def slaney_mel_filter_bank(
+    num_mel_bins: int,
+    n_fft: int,
+    sampling_rate: int,
+    f_min: float,
+    f_max: float,
+    dtype: torch.dtype = torch.float32,
+) -> torch.Tensor:
+    """librosa's default mel filters (``librosa.filters.mel``, ``htk=False``, ``norm="slaney"``),
+    ``(num_mel_bins, n_fft // 2 + 1)``: what torchlibrosa's ``LogmelFilterBank`` (PANNs) uses.
+
+    ``num_mel_bins + 2`` edges equally spaced on Slaney's mel scale between ``f_min`` and ``f_max``;
+    filter m is a triangle *in Hz* from edge m to edge m+2 with its peak at edge m+1, evaluated at the
+    FFT bin frequencies (Nyquist bin included), then scaled by ``2 / (edge[m+2] - edge[m])`` so that
+    every filter has the same area. Computed in float64.
+    """
+    _check_filter_bank_arguments(num_mel_bins, n_fft, sampling_rate, f_min, f_max)
+    edges_mel = torch.linspace(
+        float(_slaney_mel(torch.tensor(float(f_min), dtype=torch.float64))),
+        float(_slaney_mel(torch.tensor(float(f_max), dtype=torch.float64))),
+        num_mel_bins + 2,
+        dtype=torch.float64,
+    )
+    edges = _slaney_hz(edges_mel)
+    bin_frequencies = torch.linspace(0.0, sampling_rate / 2.0, n_fft // 2 + 1, dtype=torch.float64)
+    left, center, right = edges[:-2, None], edges[1:-1, None], edges[2:, None]
+    rising = (bin_frequencies - left) / (center - left)
+    falling = (right - bin_frequencies) / (right - center)
+    filters = torch.clamp(torch.minimum(rising, falling), min=0.0)
+    return (filters * (2.0 / (right - left))).to(dtype)
+
+
+def _check_frame_arguments(n_fft: int, win_length: int, hop_length: int) -> None:
+    if not 0 < win_length <= n_fft:
+        raise ValueError(f"win_length must be in (0, n_fft={n_fft}], got {win_length}")
+    if hop_length < 1:
+        raise ValueError(f"hop_length must be positive, got {hop_length}")
+
+
+def _as_waveform_batch(waveforms: torch.Tensor, min_samples: int) -> torch.Tensor:
+    """``(batch, samples)`` from ``(batch, samples)`` or ``(samples,)``; too short or other ranks are errors."""
+    if waveforms.dim() == 1:
+        waveforms = waveforms.unsqueeze(0)
+    if waveforms.dim() != 2:
+        raise ValueError(f"waveforms must be (batch, samples) or (samples,), got shape {tuple(waveforms.shape)}")
+    if waveforms.shape[-1] < min_samples:
+        raise ValueError(
+            f"waveforms have {waveforms.shape[-1]} samples; the front end needs at least {min_samples} "
+            f"(pad short clips, as HLPAudioFeatureExtractor does)"
+        )
+    return waveforms
+
+
+def _power_spectrogram(waveforms: torch.Tensor, n_fft: int, hop_length: int, window: torch.Tensor) -> torch.Tensor:
+    """``|STFT|^2``, ``(batch, n_fft // 2 + 1, frames)``: centred frames (reflect padding), ``window`` centred in
+    the ``n_fft`` frame, float32."""
+    spectrum = torch.stft(
+        waveforms.float(),
+        n_fft=n_fft,
+        hop_length=hop_length,
+        win_length=window.shape[0],
+        window=window.float(),  # float32 even if the module was cast (e.g. model.to(bfloat16))
+        center=True,
+        pad_mode="reflect",
+        normalized=False,
+        return_complex=True,
+    )
+    return spectrum.real.square() + spectrum.imag.square()
 
 
 class MelFrontEnd(nn.Module):
@@ -88,10 +183,7 @@ class MelFrontEnd(nn.Module):
         normalization_scale: float = 5.0,
     ):
         super().__init__()
-        if not 0 < win_length <= n_fft:
-            raise ValueError(f"win_length must be in (0, n_fft={n_fft}], got {win_length}")
-        if hop_length < 1:
-            raise ValueError(f"hop_length must be positive, got {hop_length}")
+        _check_frame_arguments(n_fft, win_length, hop_length)
         self.sampling_rate = int(sampling_rate)
         self.n_fft = int(n_fft)
         self.win_length = int(win_length)
@@ -120,33 +212,70 @@ class MelFrontEnd(nn.Module):
         return 1 + effective // self.hop_length
 
     def forward(self, waveforms: torch.Tensor) -> torch.Tensor:
-        if waveforms.dim() == 1:
-            waveforms = waveforms.unsqueeze(0)
-        if waveforms.dim() != 2:
-            raise ValueError(f"waveforms must be (batch, samples) or (samples,), got shape {tuple(waveforms.shape)}")
-        if waveforms.shape[-1] < self.min_samples:
-            raise ValueError(
-                f"waveforms have {waveforms.shape[-1]} samples; the front end needs at least {self.min_samples} "
-                f"(pad short clips, as HLPAudioFeatureExtractor does)"
-            )
+        waveforms = _as_waveform_batch(waveforms, self.min_samples)
         with torch.autocast(device_type=waveforms.device.type, enabled=False):
             waveforms = waveforms.float()
             if self.preemphasis_coefficient:
                 waveforms = waveforms[:, 1:] - self.preemphasis_coefficient * waveforms[:, :-1]
-            spectrum = torch.stft(
-                waveforms,
-                n_fft=self.n_fft,
-                hop_length=self.hop_length,
-                win_length=self.win_length,
-                window=self.window.float(),  # float32 even if the module was cast (e.g. model.to(bfloat16))
-                center=True,
-                pad_mode="reflect",
-                normalized=False,
-                return_complex=True,
-            )
-            power = spectrum.real.square() + spectrum.imag.square()  # (batch, n_fft // 2 + 1, frames)
+            power = _power_spectrogram(waveforms, self.n_fft, self.hop_length, self.window)
             mel = torch.matmul(self.mel_filters.float(), power)
             return (torch.log(mel + self.log_offset) + self.normalization_shift) / self.normalization_scale
+
+
+class PANNsLogMelFrontEnd(nn.Module):
+    """Waveforms ``(batch, samples)`` or ``(samples,)`` -> log-mel in decibels ``(batch, frames, mel_bins)``.
+
+    The front end of PANNs (Kong et al., 2020: torchlibrosa's ``Spectrogram`` + ``LogmelFilterBank``)
+    and of the audio ConvNeXt (Pellegrini et al., 2023): STFT with a periodic Hann window of
+    ``win_length`` samples centred in ``n_fft``, hop ``hop_length``, ``center=True`` with reflect
+    padding; power spectrum; :func:`slaney_mel_filter_bank` from ``f_min`` to ``f_max``;
+    ``10 log10(max(mel, amin))`` (reference power 1, no top-dB cut). A clip of N samples gives
+    ``1 + N // hop_length`` frames (1,001 for 10 s at 32 kHz). The models normalise these features
+    themselves (their first layer is a batch norm over the mel bins).
+
+    Batched, device-agnostic and float32 (autocast off), like :class:`MelFrontEnd`; the window and the
+    mel matrix are non-persistent buffers rebuilt from the constructor arguments.
+    """
+
+    def __init__(
+        self,
+        sampling_rate: int = 32000,
+        n_fft: int = 1024,
+        win_length: int = 1024,
+        hop_length: int = 320,
+        num_mel_bins: int = 64,
+        f_min: float = 50.0,
+        f_max: float = 14000.0,
+        amin: float = 1e-10,
+    ):
+        super().__init__()
+        _check_frame_arguments(n_fft, win_length, hop_length)
+        if not amin > 0:
+            raise ValueError(f"amin must be positive (the floor of the mel power before the log), got {amin}")
+        self.sampling_rate = int(sampling_rate)
+        self.n_fft = int(n_fft)
+        self.hop_length = int(hop_length)
+        self.num_mel_bins = int(num_mel_bins)
+        self.amin = float(amin)
+        self.register_buffer("window", torch.hann_window(int(win_length), periodic=True), persistent=False)
+        filters = slaney_mel_filter_bank(self.num_mel_bins, self.n_fft, self.sampling_rate, f_min, f_max)
+        self.register_buffer("mel_filters", filters, persistent=False)  # (mel_bins, n_fft // 2 + 1)
+
+    @property
+    def min_samples(self) -> int:
+        """Shortest waveform accepted: the reflect-padded centred STFT needs more than ``n_fft / 2`` samples."""
+        return self.n_fft // 2 + 1
+
+    def num_frames(self, num_samples: int) -> int:
+        """Number of frames produced for a waveform of ``num_samples`` samples."""
+        return 1 + num_samples // self.hop_length
+
+    def forward(self, waveforms: torch.Tensor) -> torch.Tensor:
+        waveforms = _as_waveform_batch(waveforms, self.min_samples)
+        with torch.autocast(device_type=waveforms.device.type, enabled=False):
+            power = _power_spectrogram(waveforms, self.n_fft, self.hop_length, self.window)
+            mel = torch.matmul(power.transpose(1, 2), self.mel_filters.float().T)  # (batch, frames, mel_bins)
+            return 10.0 * torch.log10(torch.clamp(mel, min=self.amin))
 
 
 class KaldiFbankFrontEnd(torch.nn.Module):

@@ -377,11 +377,7 @@ class EfficientATBackbone(HLPBackbone):
             if module.bias is not None:
                 init.zeros_(module.bias)
         elif isinstance(module, nn.BatchNorm2d):
-            init.ones_(module.weight)
-            init.zeros_(module.bias)
-            init.zeros_(module.running_mean)
-            init.ones_(module.running_var)
-            init.zeros_(module.num_batches_tracked)
+            self.init_batch_norm(module)
         elif isinstance(module, nn.Linear):
             init.normal_(module.weight, mean=0.0, std=0.01)
             if module.bias is not None:

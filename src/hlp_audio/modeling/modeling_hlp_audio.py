@@ -27,6 +27,8 @@ from .configuration_hlp_audio import HLPAudioConfig
 from .backbone import HLPBackbone
 from .hierarchy_ops import AncestorMax
 from .modeling_ast_backbone import ASTBackbone
+from .modeling_cnn6 import CNN6Backbone
+from .modeling_convnext import ConvNeXtBackbone
 from .modeling_efficientat import EfficientATBackbone
 from .modeling_passt import PaSSTBackbone
 
@@ -43,6 +45,8 @@ BACKBONES: Dict[str, type] = {
     backbone.backbone_type: backbone
     for backbone in (
         ASTBackbone,
+        CNN6Backbone,
+        ConvNeXtBackbone,
         EfficientATBackbone,
         PaSSTBackbone,
     )
