@@ -310,7 +310,7 @@ def test_converted_folder_contents(converted, audioset_ontology):
     assert len(keys) == 312 and all(key.startswith("backbone.") for key in keys)
     card = (out / "README.md").read_text()
     assert card.startswith("---\n") and "pipeline_tag: audio-classification" in card
-    assert "EfficientAT MobileNetV3 mn04 (width x0.4, 983,599 parameters)" in card
+    assert "EfficientAT MobileNetV3 mn04 (width x0.4) (983,599 parameters)" in card
     assert "| AudioSet eval | AS-Base | off | 0.4320 | EfficientAT (published, not re-measured here) |" in card
     from huggingface_hub import ModelCard
 

@@ -268,18 +268,24 @@ def published_checkpoint_card(
     origin: str,
     conversion: str,
     license: str,
+    training: Optional[Dict[str, str]] = None,
 ):
     """The model card of a converted published checkpoint (:class:`hlp_audio.hub.HLPModelCard`): the backbone with
-    its parameter count, its published AS-Base mAP (original labels, no post-processing; ``None`` for none) as a
-    result whose source says where it comes from, and ``hlp_targets=False`` (the card describes weights trained on
-    the original labels)."""
+    its parameter count, its published AS-Base mAP on AudioSet eval (original labels, no post-processing; ``None``
+    for none) as a result whose source says where it comes from, and ``trained_with_hlp=False`` (published
+    checkpoints were trained on the original labels). ``training`` adds lines to the card's training section."""
     from ..hub import HLPModelCard, MAPResult
 
     backbone = f"{backbone} ({sum(parameter.numel() for parameter in model.parameters()):,} parameters)"
 
     results = []
     if published_map is not None:
-        results.append(MAPResult("AS-Base", post_hlp=False, value=published_map, source_name=source_name, source_url=source_url))
+        results.append(
+            MAPResult(
+                "AS-Base", post_hlp=False, value=published_map, dataset_name="AudioSet eval",
+                source_name=source_name, source_url=source_url,
+            )
+        )
     return HLPModelCard.from_model(
         model,
         model_name,
@@ -287,10 +293,11 @@ def published_checkpoint_card(
         backbone=backbone,
         repo_id=repo_id or model_name,
         results=results,
-        hlp_targets=False,
+        trained_with_hlp=False,
         training={
             "origin": origin,
             "conversion": conversion,
+            **(training or {}),
             "evaluation": "AudioSet mAP as published with the checkpoint, not re-measured here" if results else "none",
         },
         license=license,

@@ -17,7 +17,15 @@ from typing import Dict, Optional, Sequence
 import torch
 
 from ..modeling.modeling_efficientat import EfficientATBackbone, EfficientATConfig
-from .common import CheckpointError, audioset_tagger, load_state_dict_file, print_top_tags, save_and_verify, unwrap_state_dict
+from .common import (
+    CheckpointError,
+    audioset_tagger,
+    load_state_dict_file,
+    print_top_tags,
+    published_checkpoint_card,
+    save_and_verify,
+    unwrap_state_dict,
+)
 
 __all__ = [
     "EFFICIENTAT_AUDIOSET_MAP",
@@ -144,38 +152,19 @@ def size_name(width_mult: float) -> str:
 
 
 def _model_card(model, extractor, *, name: str, width_mult: float, checkpoint: Path, repo_id: Optional[str]):
-    """The model card (:class:`hlp_audio.hub.HLPModelCard` on ``hub_cards/model_card.md``)."""
-    from ..hub import HLPModelCard, MAPResult
-
-    model_name = f"efficientat-{name}-as-hlp"
-    num_parameters = sum(p.numel() for p in model.parameters())
-    published_map = EFFICIENTAT_AUDIOSET_MAP.get(name)
-    return HLPModelCard.from_model(
+    """The model card of the converted checkpoint, with EfficientAT's published mAP."""
+    return published_checkpoint_card(
         model,
-        model_name,
-        feature_extractor=extractor,
-        backbone=f"EfficientAT MobileNetV3 {name} (width x{width_mult:g}, {num_parameters:,} parameters)",
-        repo_id=repo_id or model_name,
-        # The mAP published by EfficientAT for these weights (original labels, no post-processing).
-        results=[
-            MAPResult(
-                "AS-Base",
-                post_hlp=False,
-                value=published_map,
-                dataset_name="AudioSet eval",
-                source_name="EfficientAT (published, not re-measured here)",
-                source_url="https://github.com/fschmid56/EfficientAT",
-            )
-        ]
-        if published_map
-        else [],
-        trained_with_hlp=False,  # EfficientAT trained these weights on the original labels
-        training={
-            "origin": f"EfficientAT (github.com/fschmid56/EfficientAT, MIT) AudioSet checkpoint `{checkpoint.name}`, "
-            "trained by Knowledge Distillation from PaSST ensembles (Schmid, Koutini, Widmer, ICASSP 2023)",
-            "conversion": "hlp-audio scripts/convert_efficientat.py (weights unchanged; front end re-implemented in torch)",
-            "evaluation": "AudioSet mAP as published by EfficientAT for this checkpoint" if published_map else "none",
-        },
+        extractor,
+        model_name=f"efficientat-{name}-as-hlp",
+        backbone=f"EfficientAT MobileNetV3 {name} (width x{width_mult:g})",
+        repo_id=repo_id,
+        published_map=EFFICIENTAT_AUDIOSET_MAP.get(name),
+        source_name="EfficientAT (published, not re-measured here)",
+        source_url="https://github.com/fschmid56/EfficientAT",
+        origin=f"EfficientAT (github.com/fschmid56/EfficientAT, MIT) AudioSet checkpoint `{checkpoint.name}`, "
+        "trained by Knowledge Distillation from PaSST ensembles (Schmid, Koutini, Widmer, ICASSP 2023)",
+        conversion="hlp-audio scripts/convert_efficientat.py (weights unchanged; front end re-implemented in torch)",
         license="mit",
     )
 

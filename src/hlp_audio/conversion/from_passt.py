@@ -22,7 +22,15 @@ from typing import Any
 import torch
 
 from ..modeling.modeling_passt import PASST_SIZES, PaSSTConfig, passt_grid_size
-from .common import CheckpointError, audioset_tagger, load_state_dict_file, print_top_tags, save_and_verify, unwrap_state_dict
+from .common import (
+    CheckpointError,
+    audioset_tagger,
+    load_state_dict_file,
+    print_top_tags,
+    published_checkpoint_card,
+    save_and_verify,
+    unwrap_state_dict,
+)
 
 __all__ = [
     "PaSSTCheckpointError",
@@ -167,43 +175,23 @@ def published_map(checkpoint: Path) -> float | None:
 
 
 def _model_card(model, extractor, *, name: str, checkpoint: Path, repo_id: str | None):
-    """The model card (:class:`hlp_audio.hub.HLPModelCard` on ``hub_cards/model_card.md``)."""
-    from ..hub import HLPModelCard, MAPResult
-
+    """The model card of the converted checkpoint, with the mAP of the release's file name."""
     config = model.config.backbone_config
-    model_name = f"{name}-as-hlp"
-    num_parameters = sum(parameter.numel() for parameter in model.parameters())
-    audioset_map = published_map(checkpoint)
     patchout = ", ".join(f"{key}={config[key]}" for key in ("s_patchout_t", "s_patchout_f", "u_patchout"))
-    return HLPModelCard.from_model(
+    return published_checkpoint_card(
         model,
-        model_name,
-        feature_extractor=extractor,
-        backbone=f"PaSST {name} (patch {config['patch_size']}, stride {config['frequency_stride']}, "
-        f"{num_parameters:,} parameters)",
-        repo_id=repo_id or model_name,
-        # The mAP in the release file name (original labels, no post-processing).
-        results=[
-            MAPResult(
-                "AS-Base",
-                post_hlp=False,
-                value=audioset_map,
-                dataset_name="AudioSet eval",
-                source_name="PaSST release file name (published, not re-measured here)",
-                source_url="https://github.com/kkoutini/PaSST",
-            )
-        ]
-        if audioset_map
-        else [],
-        trained_with_hlp=False,  # PaSST trained these weights on the original labels
-        training={
-            "origin": f"PaSST (github.com/kkoutini/PaSST, Apache-2.0) AudioSet checkpoint `{checkpoint.name}` "
-            "(Koutini, Schlüter, Eghbal-zadeh, Widmer, Interspeech 2022)",
-            "conversion": "hlp-audio scripts/convert_passt.py (weights unchanged, keys renamed; head_dist dropped, "
-            "as PaSST's forward never uses it)",
-            "patchout for fine-tuning (training mode only)": patchout,
-            "evaluation": "AudioSet mAP from the release file name" if audioset_map else "none",
-        },
+        extractor,
+        model_name=f"{name}-as-hlp",
+        backbone=f"PaSST {name} (patch {config['patch_size']}, stride {config['frequency_stride']})",
+        repo_id=repo_id,
+        published_map=published_map(checkpoint),
+        source_name="PaSST release file name (published, not re-measured here)",
+        source_url="https://github.com/kkoutini/PaSST",
+        origin=f"PaSST (github.com/kkoutini/PaSST, Apache-2.0) AudioSet checkpoint `{checkpoint.name}` "
+        "(Koutini, Schlüter, Eghbal-zadeh, Widmer, Interspeech 2022)",
+        conversion="hlp-audio scripts/convert_passt.py (weights unchanged, keys renamed; head_dist dropped, "
+        "as PaSST's forward never uses it)",
+        training={"patchout for fine-tuning (training mode only)": patchout},
         license="apache-2.0",
     )
 
