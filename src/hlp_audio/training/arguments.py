@@ -16,6 +16,12 @@ __all__ = ["build_train_parser", "parse_train_args", "SELECTABLE_METRICS"]
 SELECTABLE_METRICS = tuple(key for key in RESULT_KEYS if key.startswith("map") or key in ("auc", "d_prime"))
 
 
+def _size_names(backbone) -> list:
+    """The named sizes of a backbone, a long numbered family shortened (mn01 ... mn40)."""
+    names = list(backbone.sizes)
+    return names if len(names) <= 8 else [*names[:1], "...", *names[-3:]]
+
+
 class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
     """Adds "(default: X)" to an option's help only where the help does not say it already, and never "None"."""
 
@@ -59,7 +65,8 @@ def build_train_parser() -> argparse.ArgumentParser:
     model = parser.add_argument_group("model")
     model.add_argument("--model-name-or-path", help="a saved HLP tagger folder (e.g. a converted AST / PaSST / EfficientAT)")
     model.add_argument("--backbone-type", choices=sorted(BACKBONES), help="train from scratch: backbone")
-    model.add_argument("--backbone-size", help="train from scratch: size (ast: tiny/base; efficientat: tiny/mn01..mn40; passt: tiny/s...)")
+    sizes = "; ".join(f"{name}: {', '.join(_size_names(backbone))}" for name, backbone in sorted(BACKBONES.items()))
+    model.add_argument("--backbone-size", help=f"train from scratch: the backbone's size ({sizes})")
     model.add_argument("--backbone-config", type=_json_object, default={}, help="JSON object of backbone config overrides, e.g. '{\"drop_path_rate\": 0.1}'")
     model.add_argument("--s-patchout-t", type=int, help="PaSST: time columns dropped by structured patchout")
     model.add_argument("--s-patchout-f", type=int, help="PaSST: frequency rows dropped by structured patchout")
