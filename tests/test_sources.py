@@ -203,3 +203,26 @@ def test_a_stream_resumes_where_it_stopped(replicas, audioset_ontology, name):
     assert len({clip for ids, _ in reference for clip in ids}) == SOURCES[name]["clips"]  # 20 clips: past one pass
     with pytest.raises(ValueError, match="saved with 2 DataLoader workers per process and is resumed with 1"):
         _loader(source, audioset_ontology, state, workers=1)
+
+
+@pytest.mark.parametrize("streaming", [False, True])
+def test_a_prepared_split_decodes_like_its_source(replicas, audioset_ontology, tmp_path, streaming):
+    """Rewritten once at 32 kHz as 16-bit WAV bytes: the same clips and labels, within 16-bit rounding."""
+    from hlp_audio.training.prepare import prepare_split
+
+    source = _open(replicas, audioset_ontology, "agkphysics", streaming=streaming, split="test")
+    counts = prepare_split(source, audioset_ontology, tmp_path / "prepared", sampling_rate=32000, num_workers=2, rows_per_file=3)
+    assert counts["clips"] == 8 and counts["files"] == 3 and counts["skipped"] == 0
+    prepared = open_source(tmp_path / "prepared", audioset_ontology)
+    original = _open(replicas, audioset_ontology, "agkphysics", split="test")
+    order = {clip: row for row, clip in enumerate(prepared.ids.to_pylist())}
+    assert sorted(order) == sorted(original.ids.to_pylist())
+    fast = AudioClipDataset(prepared, sampling_rate=32000, clip_seconds=4.0)
+    slow = AudioClipDataset(original, sampling_rate=32000, clip_seconds=4.0)
+    for row, clip in enumerate(original.ids.to_pylist()):
+        assert prepared.labels[order[clip]].as_py() == sorted(original.labels[row].as_py())
+        info = sf.info(io.BytesIO(prepared.audio[order[clip]]))
+        assert (info.samplerate, info.channels, info.subtype) == (32000, 1, "PCM_16")
+        np.testing.assert_allclose(fast[order[clip]]["waveform"].numpy(), slow[row]["waveform"].numpy(), atol=1e-4)
+    with pytest.raises(FileExistsError):
+        prepare_split(source, audioset_ontology, tmp_path / "prepared", sampling_rate=32000)

@@ -73,14 +73,14 @@ def urbansound_clips(urbansound_dir: PathLike, fold: int, count: int, *, offset:
     ]
 
 
-def _audio(clip: dict, number: int, sampling_rate: int, *, stereo: bool) -> np.ndarray:
-    """The clip resampled to ``sampling_rate``, cut to its length of :data:`CLIP_SECONDS`, (frames[, 2])."""
+def _audio(clip: dict, number: int, sampling_rate: int, *, stereo: bool, lengths: Sequence[float] = CLIP_SECONDS) -> np.ndarray:
+    """The clip resampled to ``sampling_rate``, cut (or looped) to its length of ``lengths``, (frames[, 2])."""
     import soundfile
     import soxr
 
     waveform, rate = soundfile.read(clip["file"], dtype="float32")
     waveform = soxr.resample(waveform, rate, sampling_rate)
-    waveform = waveform[: int(CLIP_SECONDS[number % len(CLIP_SECONDS)] * sampling_rate)]
+    waveform = np.resize(waveform, int(lengths[number % len(lengths)] * sampling_rate))  # loops a shorter clip
     if stereo:  # a second channel that differs: delayed and quieter
         waveform = np.stack([waveform, 0.8 * np.roll(waveform, 37)], axis=1)
     return np.clip(waveform, -1.0, 1.0).astype(np.float32)
@@ -94,37 +94,13 @@ def _encode(waveform: np.ndarray, sampling_rate: int, fmt: str, subtype: str) ->
     return buffer.getvalue()
 
 
-_AGKPHYSICS_CARD = """---
-license: cc-by-nc-4.0
-task_categories:
-- audio-classification
-tags:
-- audio
-configs:
-- config_name: balanced
-  default: true
-  data_files:
-  - split: train
-    path: data/bal_train/*.parquet
-  - split: test
-    path: data/eval/*.parquet
-- config_name: unbalanced
-  data_files:
-  - split: train
-    path: data/unbal_train/*.parquet
-  - split: test
-    path: data/eval/*.parquet
-- config_name: full
-  data_files:
-  - split: bal_train
-    path: data/bal_train/*.parquet
-  - split: unbal_train
-    path: data/unbal_train/*.parquet
-  - split: eval
-    path: data/eval/*.parquet
-dataset_info:
-- config_name: balanced
-  features:
+#: agkphysics/AudioSet's configs: split name -> folder under data/ (its README.md declares them so)
+AGKPHYSICS_CONFIGS = {
+    "balanced": {"train": "bal_train", "test": "eval"},
+    "unbalanced": {"train": "unbal_train", "test": "eval"},
+    "full": {"bal_train": "bal_train", "unbal_train": "unbal_train", "eval": "eval"},
+}
+_FEATURES_YAML = """  features:
   - name: video_id
     dtype: string
   - name: audio
@@ -133,36 +109,30 @@ dataset_info:
     sequence: string
   - name: human_labels
     sequence: string
-  splits:
-  - name: train
-    num_bytes: {bal_train_bytes}
-    num_examples: {bal_train}
-  - name: test
-    num_bytes: {eval_bytes}
-    num_examples: {eval}
-- config_name: unbalanced
-  features:
-  - name: video_id
-    dtype: string
-  - name: audio
-    dtype: audio
-  - name: labels
-    sequence: string
-  - name: human_labels
-    sequence: string
-  splits:
-  - name: train
-    num_bytes: {unbal_train_bytes}
-    num_examples: {unbal_train}
-  - name: test
-    num_bytes: {eval_bytes}
-    num_examples: {eval}
----
-# AudioSet replica (agkphysics/AudioSet layout)
-
-A small local replica for tests: real UrbanSound8K clips (CC BY-NC 3.0; not for publication) in the
-layout of `agkphysics/AudioSet`, with AudioSet labels of their class.
 """
+
+
+def _agkphysics_card(out: Path, clips: Dict[str, int]) -> str:
+    """The card's YAML: the configs (and, as on the Hub, split sizes for balanced and unbalanced) of the written folders."""
+    configs, infos = [], []
+    for config, splits in AGKPHYSICS_CONFIGS.items():
+        present = {split: folder for split, folder in splits.items() if folder in clips}
+        if not present:
+            continue
+        configs.append(f"- config_name: {config}" + ("\n  default: true" if config == "balanced" else "") + "\n  data_files:")
+        configs += [f"  - split: {split}\n    path: data/{folder}/*.parquet" for split, folder in present.items()]
+        if config != "full":
+            infos.append(f"- config_name: {config}\n{_FEATURES_YAML}  splits:")
+            for split, folder in present.items():
+                size = sum(path.stat().st_size for path in (out / "data" / folder).glob("*.parquet"))
+                infos.append(f"  - name: {split}\n    num_bytes: {size}\n    num_examples: {clips[folder]}")
+    return "\n".join(
+        ["---", "license: cc-by-nc-4.0", "task_categories:", "- audio-classification", "tags:", "- audio", "configs:"]
+        + configs + ["dataset_info:"] + infos + ["---", ""]
+    ) + (
+        "# AudioSet replica (agkphysics/AudioSet layout)\n\nA small local replica for tests: real UrbanSound8K clips "
+        "(CC BY-NC 3.0; not for publication) in the layout of `agkphysics/AudioSet`, with AudioSet labels of their class.\n"
+    )
 
 
 def write_agkphysics_replica(
@@ -172,8 +142,10 @@ def write_agkphysics_replica(
     clips: Optional[Dict[str, int]] = None,
     rows_per_shard: int = 8,
     row_group_size: int = 4,
+    lengths: Sequence[float] = CLIP_SECONDS,
 ) -> Path:
-    """Write the replica (see the module docstring) to ``out``; ``clips``: clips per split folder."""
+    """Write the replica (see the module docstring) to ``out``; ``clips``: clips per split folder; ``lengths``:
+    the clip lengths cycled through, in seconds (10 s for AudioSet-like clips: shorter originals are looped)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
     from datasets import Audio, Features, List, Value
@@ -189,7 +161,7 @@ def write_agkphysics_replica(
         rows = []
         for number, clip in enumerate(chosen):
             rate = 44100 if number % 10 == 9 else 48000
-            waveform = _audio(clip, number, rate, stereo=number % 7 != 6)
+            waveform = _audio(clip, number, rate, stereo=number % 7 != 6, lengths=lengths)
             rows.append({
                 "video_id": clip["id"],
                 "audio": {"bytes": _encode(waveform, rate, "FLAC", "PCM_24"), "path": f"audio/{split}/{clip['id']}.flac"},
@@ -201,11 +173,7 @@ def write_agkphysics_replica(
         for shard, start in enumerate(range(0, len(rows), rows_per_shard)):
             table = pa.Table.from_pylist(rows[start : start + rows_per_shard], schema=features.arrow_schema)
             pq.write_table(table, folder / f"{shard:05d}.parquet", row_group_size=row_group_size)
-    card = _AGKPHYSICS_CARD
-    for split in AGKPHYSICS_SPLITS:
-        size = sum(path.stat().st_size for path in (out / "data" / split).glob("*.parquet")) if split in clips else 0
-        card = card.replace("{%s_bytes}" % split, str(size)).replace("{%s}" % split, str(clips.get(split, 0)))
-    (out / "README.md").write_text(card)
+    (out / "README.md").write_text(_agkphysics_card(out, clips))
     return out
 
 
@@ -235,6 +203,7 @@ def write_confit_replica(
     configs: Sequence[str] = CONFIT_CONFIGS,
     rows_per_shard: int = 8,
     audio_format: str = "wav",
+    lengths: Sequence[float] = CLIP_SECONDS,
 ) -> Path:
     """Write the replica (see the module docstring) to ``out``; ``clips``: clips per split (train, test).
 
@@ -249,7 +218,7 @@ def write_confit_replica(
         chosen = urbansound_clips(urbansound_dir, 10 if split == "test" else 2, count)
         samples[split] = [
             (
-                _encode(_audio(clip, number, 16000, stereo=False), 16000, audio_format.upper(), "PCM_16"),
+                _encode(_audio(clip, number, 16000, stereo=False, lengths=lengths), 16000, audio_format.upper(), "PCM_16"),
                 json.dumps({"id": clip["id"], "label": clip["names"], "label_id": clip["indices"]}).encode(),
             )
             for number, clip in enumerate(chosen)

@@ -43,12 +43,14 @@ def clip_item(
     clip_id: str,
     where: str,
     sampling_rate: int,
-    clip_samples: int,
+    clip_samples: Optional[int],
     rng: Optional[np.random.Generator] = None,
     decode: Optional[Callable] = None,
     skip_bad_audio: bool = False,
 ) -> dict:
     """One training / evaluation item: the clip decoded, cropped or padded (at random with ``rng``), its targets.
+
+    ``clip_samples=None`` keeps the whole clip (e.g. to rewrite a split at another rate).
 
     A clip that cannot be decoded raises its error with ``where`` (source, shard, row) in front, or with
     ``skip_bad_audio`` gives ``{"skipped": (where, reason)}``.
@@ -59,7 +61,8 @@ def clip_item(
         if skip_bad_audio:
             return {"skipped": (where, str(err))}
         raise locate(err, where) from err
-    waveform = crop_or_pad(waveform, clip_samples, rng)
+    if clip_samples is not None:
+        waveform = crop_or_pad(waveform, clip_samples, rng)
     return {
         "waveform": torch.from_numpy(np.ascontiguousarray(waveform)),
         "labels": torch.from_numpy(target),
@@ -75,10 +78,9 @@ def collate_clips(items: List[dict]) -> dict:
     """
     clips = [item for item in items if "skipped" not in item]
     batch = {"skipped": [item["skipped"] for item in items if "skipped" in item], "ids": [item["id"] for item in clips]}
-    if clips:
-        batch["waveform"] = torch.stack([item["waveform"] for item in clips])
-        batch["labels"] = torch.stack([item["labels"] for item in clips])
-        batch["index"] = torch.tensor([item["index"] for item in clips], dtype=torch.int64)
+    if clips:  # default_collate stacks straight into shared memory in a worker: one copy, not two
+        for key in ("waveform", "labels", "index"):
+            batch[key] = torch.utils.data.default_collate([item[key] for item in clips])
     if items and "stream_state" in items[-1]:
         batch["stream_state"] = items[-1]["stream_state"]
     return batch
@@ -120,13 +122,13 @@ class AudioClipDataset(torch.utils.data.Dataset):
         manifest: Manifest,
         *,
         sampling_rate: int,
-        clip_seconds: float,
+        clip_seconds: Optional[float],
         random_crop: bool = False,
         seed: int = 0,
         decode: Optional[Callable[[str, int], np.ndarray]] = None,
         skip_bad_audio: bool = False,
     ):
-        if sampling_rate <= 0 or clip_seconds <= 0:
+        if sampling_rate <= 0 or (clip_seconds is not None and clip_seconds <= 0):
             raise ValueError(f"sampling_rate and clip_seconds must be positive, got {sampling_rate}, {clip_seconds}")
         self.audio = manifest.audio
         self.manifest = manifest
@@ -135,7 +137,7 @@ class AudioClipDataset(torch.utils.data.Dataset):
         self.num_classes = manifest.num_classes
         self._label_offsets, self._label_values = list_offsets_and_values(manifest.labels)
         self.sampling_rate = int(sampling_rate)
-        self.clip_samples = int(round(clip_seconds * sampling_rate))
+        self.clip_samples = None if clip_seconds is None else int(round(clip_seconds * sampling_rate))  # None: whole clips
         self.random_crop = random_crop
         self.seed = int(seed)
         self.epoch = 0

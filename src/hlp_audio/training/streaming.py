@@ -68,7 +68,7 @@ class ClipStream(torch.utils.data.IterableDataset):
         ontology,
         *,
         sampling_rate: int,
-        clip_seconds: float,
+        clip_seconds: Optional[float],
         random_crop: bool = False,
         shuffle: bool = False,
         block_size: int = 256,
@@ -84,7 +84,7 @@ class ClipStream(torch.utils.data.IterableDataset):
             raise ValueError(f"block_size must be >= 1, got {block_size}")
         self.source, self.ontology = source, ontology
         self.sampling_rate = int(sampling_rate)
-        self.clip_samples = int(round(clip_seconds * sampling_rate))
+        self.clip_samples = None if clip_seconds is None else int(round(clip_seconds * sampling_rate))  # None: whole clips
         self.random_crop, self.shuffle, self.block_size, self.seed, self.hlp = random_crop, shuffle, int(block_size), int(seed), hlp
         self.passes, self.process_index, self.num_processes = passes, int(process_index), int(num_processes)
         self.skip_bad_audio, self.decode = skip_bad_audio, decode
