@@ -36,7 +36,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 AUDIOSET_TRAIN_CLIPS = 22_160 + 2_041_789  # balanced + unbalanced training segments
@@ -289,7 +288,7 @@ def main(argv=None) -> int:
         cells = [f"{row['decode']:16.1f}"] + [f"{row[key]:13.1f}" if key in row else f"{'-':>13s}" for key in (32000, 16000)]
         print(f"   {name:<42s} {' '.join(cells)}")
     print(f"   prepare (decode + resample + WAV encode + write, 1 process): {prepare_rate:.1f} clips/s")
-    print(f"\n2. DataLoader throughput, batch 4 (clips/s; ideal: workers x one-core full path @32 kHz)")
+    print("\n2. DataLoader throughput, batch 4 (clips/s; ideal: workers x one-core full path @32 kHz)")
     flac32 = cores["parquet FLAC bytes 48 kHz 24-bit stereo"][32000]
     prep32 = cores["prepared WAV bytes 32 kHz (Arrow)"][32000]
     for workers, row in loaders.items():
@@ -315,7 +314,7 @@ def main(argv=None) -> int:
             "mn04 train": (GPU_REFERENCE["ast-base"]["train"] * ratio, 32000, note),
             "mn04 infer": (GPU_REFERENCE["ast-base"]["infer"] * ratio, 32000, note),
         }
-    print(f"\n4. cores per GPU = GPU clips/s / one-core full-path clips/s at the model's rate")
+    print("\n4. cores per GPU = GPU clips/s / one-core full-path clips/s at the model's rate")
     formats = [name for name in cores if not name.startswith("prepared")] + ["prepared"]
     print(f"   {'model':<15s} {'GPU clips/s':>11s}  " + "  ".join(f"{name[:22]:>22s}" for name in formats))
     verdicts = []

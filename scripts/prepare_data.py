@@ -31,9 +31,7 @@ def main() -> None:
     add_data_arguments(parser)
     args = parser.parse_args()
     if args.model:
-        from transformers import AutoConfig, AutoFeatureExtractor
-
-        import hlp_audio  # noqa: F401  (registers the HLP classes)
+        from transformers import AutoConfig, AutoFeatureExtractor  # the HLP classes are registered by importing hlp_audio
 
         sampling_rate = int(AutoFeatureExtractor.from_pretrained(args.model).sampling_rate)
         ontology = Ontology.from_dict(AutoConfig.from_pretrained(args.model).ontology)

@@ -226,3 +226,18 @@ def test_a_prepared_split_decodes_like_its_source(replicas, audioset_ontology, t
         np.testing.assert_allclose(fast[order[clip]]["waveform"].numpy(), slow[row]["waveform"].numpy(), atol=1e-4)
     with pytest.raises(FileExistsError):
         prepare_split(source, audioset_ontology, tmp_path / "prepared", sampling_rate=32000)
+
+
+def test_an_endless_stream_with_a_reader_left_without_clips_is_an_error(replicas, audioset_ontology, tmp_path):
+    """Fewer clips than readers: a reader that gets nothing in a pass would make the training loop wait forever."""
+    from hlp_audio.audioset_replicas import write_agkphysics_replica
+
+    tiny = write_agkphysics_replica(tmp_path / "tiny", replicas["urbansound"], clips={"eval": 3}, rows_per_shard=3, row_group_size=3)
+    source = open_source(tiny, audioset_ontology, config="full", split="eval", streaming=True)
+    stream = ClipStream(source, audioset_ontology, sampling_rate=16000, clip_seconds=0.2, passes=None, process_index=1, num_processes=2)
+    with pytest.raises(SourceError, match=r"\[full/eval\]: reader 3 of 4 .* got no clip in a whole pass"):
+        list(StreamLoader(stream, batch_size=1, num_workers=2).batches(4))
+    manifest = tmp_path / "m.csv"
+    manifest.write_text("audio,labels\na.wav,/m/09x0r\n")
+    with pytest.warns(UserWarning, match=r"m\.csv: a manifest or a save_to_disk folder is read whole"):
+        assert len(open_source(manifest, audioset_ontology, streaming=True)) == 1

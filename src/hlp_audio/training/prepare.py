@@ -17,7 +17,7 @@ import io
 import json
 import os
 from pathlib import Path
-from typing import Optional, Union
+from typing import Union
 
 import numpy as np
 import pyarrow as pa

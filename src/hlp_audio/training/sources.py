@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import os
 import re
+import warnings
 from pathlib import Path
 from typing import List, Optional, Union
 
@@ -155,7 +156,11 @@ class StreamSource:
         self.parts = [load_split(source, config, name, streaming=True, cache_dir=cache_dir) for name in self.splits]
         self.files = [data_files(source, config, name) for name in self.splits]
         if sum(part.num_shards for part in self.parts) < min_shards:  # parquet: one shard per row group
-            self.parts = [part.reshard() for part in self.parts]
+            try:
+                self.parts = [part.reshard() for part in self.parts]
+            except Exception as err:  # reading the row groups of a damaged file
+                bad = next(filter(None, (_find_bad_shard(source, config, name) for name in self.splits)), None)
+                raise SourceError(f"{self.where}: cannot be split into row groups{': ' + bad if bad else ''} ({type(err).__name__}: {err})") from err
         features = self.parts[0].features
         for name, part in zip(self.splits[1:], self.parts[1:]):
             if part.features != features:
@@ -167,6 +172,8 @@ class StreamSource:
         self.class_names = class_label_names(feature_of(features, self.labels_column))
         self.label_format, self.label_separator = label_format, label_separator
         self.shards = [(part, index) for part, dataset in enumerate(self.parts) for index in range(dataset.num_shards)]
+        if not self.shards:
+            raise SourceError(f"{self.where}: no shard to read")
         sizes = [_split_size(dataset) for dataset in self.parts]
         self.num_examples = sum(sizes) if all(size is not None for size in sizes) else None
 
@@ -229,9 +236,9 @@ def open_source(
     columns = dict(audio_column=audio_column, labels_column=labels_column, label_format=label_format, label_separator=label_separator)
     if kind in ("manifest", "saved"):
         if streaming:
-            raise SourceError(
-                f"{source}: --streaming reads Hub repos and folders of parquet / WebDataset shards; a manifest or a "
-                "save_to_disk folder is read whole (memory-mapped) without it"
+            warnings.warn(
+                f"{source}: a manifest or a save_to_disk folder is read whole (memory-mapped); --streaming applies to Hub "
+                "repos and folders of parquet / WebDataset shards"
             )
         if config:
             raise SourceError(f"{source}: a config name applies to Hub repos and folders of shards, not to a {kind} source")

@@ -112,9 +112,17 @@ class ClipStream(torch.utils.data.IterableDataset):
         pass_index = position["pass"] if position else 0
         while self.passes is None or pass_index < self.passes:
             shards, keep = self.plan(pass_index, reader, readers)
+            given, whole_pass = 0, position is None
             for slot in range(position["slot"] if position else 0, len(shards)):
-                yield from self._read_shard(role, pass_index, slot, shards[slot], keep, position)
+                for item in self._read_shard(role, pass_index, slot, shards[slot], keep, position):
+                    given += 1
+                    yield item
                 position = None
+            if given == 0 and whole_pass and self.passes is None:  # an endless stream giving this reader nothing would hang
+                raise SourceError(
+                    f"{self.source.where}: reader {reader} of {readers} (processes x DataLoader workers) got no clip in "
+                    "a whole pass: the split has fewer clips than readers; use fewer --num-workers"
+                )
             position = None
             pass_index += 1
 
