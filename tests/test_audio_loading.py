@@ -169,3 +169,23 @@ def test_in_memory_wav_bytes_roundtrip():
     buffer = io.BytesIO()
     soundfile.write(buffer, x, 16000, format="WAV", subtype="FLOAT")
     np.testing.assert_array_equal(load_audio(buffer.getvalue(), 16000), x)
+
+
+def test_plain_pcm16_wav_bytes_are_read_exactly_as_soundfile_reads_them(speech_wav, tmp_path):
+    """16-bit PCM WAV bytes skip the decoder (prepared data); the values are soundfile's, bit for bit."""
+    from hlp_audio.audio_loading import pcm16_wav, read_audio
+
+    real = speech_wav.read_bytes()  # a real 32 kHz 16-bit mono recording
+    fast = pcm16_wav(real)
+    assert fast is not None
+    expected, rate = soundfile.read(io.BytesIO(real), dtype="float32", always_2d=True)
+    assert fast[1] == rate == 32000 and fast[0].dtype == np.float32
+    np.testing.assert_array_equal(fast[0], expected)
+    stereo = np.stack([expected[:, 0], -expected[::-1, 0]], axis=1)
+    for subtype, plain in [("PCM_16", True), ("PCM_24", False), ("FLOAT", False)]:
+        buffer = io.BytesIO()
+        soundfile.write(buffer, stereo, 32000, format="WAV", subtype=subtype)
+        assert (pcm16_wav(buffer.getvalue()) is not None) == plain
+        np.testing.assert_array_equal(read_audio(buffer.getvalue())[0], soundfile.read(io.BytesIO(buffer.getvalue()), dtype="float32", always_2d=True)[0])
+    assert pcm16_wav(real[:1000]) is None  # a cut data chunk is left to soundfile
+    assert pcm16_wav(b"RIFF" + b"\0" * 60) is None

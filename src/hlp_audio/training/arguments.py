@@ -8,7 +8,7 @@ from typing import List, Optional
 
 from ..metrics import RESULT_KEYS
 from ..modeling.modeling_hlp_audio import BACKBONES
-from .manifests import add_manifest_arguments
+from .data import SOURCE_HELP, add_data_arguments
 
 __all__ = ["build_train_parser", "parse_train_args", "SELECTABLE_METRICS"]
 
@@ -48,11 +48,16 @@ def build_train_parser() -> argparse.ArgumentParser:
         formatter_class=_HelpFormatter,
     )
     data = parser.add_argument_group("data")
-    data.add_argument("--train-manifest", required=True, help="CSV / TSV / parquet file or saved datasets folder of training clips")
-    data.add_argument("--eval-manifest", help="the same for evaluation clips (evaluated after every epoch)")
-    data.add_argument("--train-split", help="split of a saved DatasetDict for training")
-    data.add_argument("--eval-split", help="split of a saved DatasetDict for evaluation")
-    add_manifest_arguments(data)
+    data.add_argument("--train-data", "--train-manifest", dest="train_data", required=True, metavar="SOURCE", help="training clips: " + SOURCE_HELP)
+    data.add_argument("--train-config", metavar="NAME", help="config of a Hub repo / folder of shards (e.g. balanced, full, 20k)")
+    data.add_argument("--train-split", metavar="SPLIT", help="split for training; a+b joins splits (e.g. bal_train+unbal_train)")
+    data.add_argument(
+        "--eval-data", "--eval-manifest", dest="eval_data", metavar="SOURCE",
+        help="evaluation clips, evaluated after every epoch (default with --eval-split: the training source)",
+    )
+    data.add_argument("--eval-config", metavar="NAME", help="config of the evaluation source (default: --train-config for the same source)")
+    data.add_argument("--eval-split", metavar="SPLIT", help="split for evaluation")
+    add_data_arguments(data)
     data.add_argument(
         "--ontology",
         help="'audioset' or an Ontology JSON file (Ontology.to_json); default: the checkpoint's, else AudioSet",
@@ -93,7 +98,10 @@ def build_train_parser() -> argparse.ArgumentParser:
     recipe.add_argument("--num-time-masks", type=int, default=1)
     recipe.add_argument("--num-freq-masks", type=int, default=1)
     recipe.add_argument("--balanced-sampler", action="store_true", help="class-balanced weighted sampling of clips")
-    recipe.add_argument("--epoch-size", type=int, help="clips per epoch of the balanced sampler (default: all)")
+    recipe.add_argument(
+        "--epoch-size", type=int,
+        help="clips per epoch of the balanced sampler or of a stream (default: all; a stream: the split size of its dataset card)",
+    )
     recipe.add_argument("--sampler-offset", type=float, default=100.0, help="balanced sampler: 1000 / (offset + class count)")
     recipe.add_argument("--sampler-replacement", action="store_true", help="balanced sampler: draw with replacement")
     recipe.add_argument("--mixed-precision", choices=["no", "bf16", "fp16"], help="default: accelerate config")
@@ -132,8 +140,16 @@ def parse_train_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
             parser.error(f"--{name.replace('_', '-')} must be >= 1")
     if args.mixup < 0:
         parser.error("--mixup must be >= 0")
-    if args.epoch_size is not None and not args.balanced_sampler:
-        parser.error("--epoch-size applies to --balanced-sampler")
+    if args.epoch_size is not None and not (args.balanced_sampler or args.streaming):
+        parser.error("--epoch-size applies to --balanced-sampler and --streaming")
+    if args.epoch_size is not None and args.epoch_size < 1:
+        parser.error("--epoch-size must be >= 1")
+    if args.shuffle_buffer < 1:
+        parser.error("--shuffle-buffer must be >= 1")
+    if args.eval_split and not args.eval_data:  # --eval-split alone: another split of the training source
+        args.eval_data = args.train_data
+    if args.eval_data == args.train_data and args.eval_config is None:
+        args.eval_config = args.train_config
     if args.stop_after_steps is not None and args.stop_after_steps < 1:
         parser.error("--stop-after-steps must be >= 1")
     for name in ("s_patchout_t", "s_patchout_f", "u_patchout"):

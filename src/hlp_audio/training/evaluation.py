@@ -1,7 +1,8 @@
 """Evaluation of a saved tagger (``scripts/evaluate_model.py``): the four mAPs, AUC, d' and per-class AP.
 
-The references are the manifest's labels (AS-Base) and the same labels after HLP (AS-HLP) with the
-ontology of the model's config; scores are the model's logits with post-HLP off and on. Writes to
+The clips come from any source of :mod:`.sources` (a Hub repo or folder of shards with a config and a
+split, read whole or streamed; a ``save_to_disk`` folder; a manifest of audio files). The references are
+the source's labels (AS-Base) and the same labels after HLP (AS-HLP) with the ontology of the model's config; scores are the model's logits with post-HLP off and on. Writes to
 ``--out``: ``metrics.json`` (every figure, and per class the AP on AS-Base and AS-HLP with post-HLP
 off and on, and the ROC AUC), ``metrics.md`` (the markdown table printed at the end) and
 ``ap_change.png`` (per-class AP change, AS-HLP vs AS-Base, of the classes that can receive labels).
@@ -23,9 +24,9 @@ from transformers import AutoFeatureExtractor
 from ..metrics import compute_hierarchical_map
 from ..modeling.modeling_hlp_audio import HLPAudioForAudioClassification
 from ..ontology import Ontology
-from .clips import AudioClipDataset
-from .manifests import add_manifest_arguments, manifest_options, read_manifest
+from .data import SOURCE_HELP, add_data_arguments, check_clip_count, eval_loader
 from .models import build_front_end, predict
+from .skipped import SkippedClips
 
 __all__ = ["build_evaluate_parser", "evaluate_model", "markdown_table", "plot_ap_change"]
 
@@ -33,13 +34,14 @@ __all__ = ["build_evaluate_parser", "evaluate_model", "markdown_table", "plot_ap
 def build_evaluate_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="evaluate_model.py",
-        description="Evaluate an HLP tagger on a manifest: the paper's four mAPs, AUC, d' and per-class AP.",
+        description="Evaluate an HLP tagger on a data source: the paper's four mAPs, AUC, d' and per-class AP.",
     )
     parser.add_argument("model", metavar="MODEL", help="saved HLP tagger folder")
-    parser.add_argument("manifest", metavar="MANIFEST", help="CSV / TSV / parquet file or saved datasets folder")
+    parser.add_argument("data", metavar="SOURCE", help=SOURCE_HELP)
     parser.add_argument("--out", metavar="DIR", help="folder for metrics.json, metrics.md and ap_change.png")
-    parser.add_argument("--split", help="split of a saved DatasetDict")
-    add_manifest_arguments(parser)
+    parser.add_argument("--config", metavar="NAME", help="config of a Hub repo / folder of shards (e.g. balanced, 20k)")
+    parser.add_argument("--split", metavar="SPLIT", help="split (a+b joins splits); required for Hub repos and folders of shards")
+    add_data_arguments(parser)
     parser.add_argument("--clip-seconds", type=float, default=10.0, help="clips are cut or zero-padded to this length")
     parser.add_argument("--batch-size", type=int, default=32, help="per device")
     parser.add_argument("--num-workers", type=int, default=4)
@@ -134,20 +136,18 @@ def evaluate_model(args: argparse.Namespace) -> dict:
     if model.config.ontology is None:
         raise SystemExit(f"{args.model}: the config has no ontology; HLP references cannot be built")
     ontology = Ontology.from_dict(model.config.ontology)
-    manifest = read_manifest(
-        args.manifest,
-        ontology,
-        split=args.split,
-        **manifest_options(args),
+    skipped = SkippedClips(Path(args.out or ".") / "skipped_clips.jsonl", accelerator)
+    loader = eval_loader(
+        args.data, args.config, args.split, args, ontology, int(feature_extractor.sampling_rate), args.clip_seconds,
+        args.batch_size, accelerator, report=skipped.path if args.out else None,
     )
-    dataset = AudioClipDataset(manifest, sampling_rate=feature_extractor.sampling_rate, clip_seconds=args.clip_seconds)
-    loader = torch.utils.data.DataLoader(
-        dataset, batch_size=args.batch_size, num_workers=args.num_workers, pin_memory=accelerator.device.type == "cuda"
-    )
-    model, loader = accelerator.prepare(model, loader)
+    model = accelerator.prepare(model)
     front_end = build_front_end(accelerator.unwrap_model(model), feature_extractor).to(accelerator.device)
-    logits, labels = predict(model, loader, front_end, accelerator, progress=not args.no_progress)
+    logits, labels = predict(model, loader, front_end, accelerator, progress=not args.no_progress, skipped=skipped.current)
+    num_skipped = skipped.report(f"evaluation of {args.data}")
+    check_clip_count(loader, len(logits), num_skipped)
     metrics = compute_hierarchical_map(logits, labels, ontology, return_per_class=True)
+    metrics["num_skipped"] = num_skipped
 
     receiving = set(metrics.pop("receiving_classes"))
     per_class_keys = ("ap_per_class", "ap_hlp_per_class", "ap_post_per_class", "ap_hlp_post_per_class", "auc_per_class")
@@ -170,7 +170,8 @@ def evaluate_model(args: argparse.Namespace) -> dict:
             out = Path(args.out)
             out.mkdir(parents=True, exist_ok=True)
             post_hlp = bool(accelerator.unwrap_model(model).config.post_hlp)
-            record = {"model": str(args.model), "manifest": str(args.manifest), "post_hlp": post_hlp, **summary, "per_class": per_class}
+            source = {"data": str(args.data), "config": args.config, "split": args.split, "streaming": args.streaming}
+            record = {"model": str(args.model), **source, "post_hlp": post_hlp, **summary, "per_class": per_class}
             (out / "metrics.json").write_text(json.dumps(record, indent=2))
             (out / "metrics.md").write_text(table)
             _, plotted = plot_ap_change(per_class, record["post_hlp"], out / "ap_change.png")

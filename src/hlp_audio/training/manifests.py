@@ -1,10 +1,11 @@
-"""Training manifests: audio files and their labels as class indices of an ontology.
+"""Training manifests: audio clips and their labels as class indices of an ontology.
 
 :func:`read_manifest` reads a CSV / TSV / parquet file or a ``datasets`` dataset (or a folder saved with
-``save_to_disk``) with an audio path column and a labels column, through the one label normaliser
-(:mod:`hlp_audio.labels`: class ids, display names, class indices or multi-hot vectors), into a
-:class:`Manifest` (paths + an Arrow list array of class indices). Errors name the source, the row
-(and the CSV line) and the label or path at fault.
+``save_to_disk``) with an audio column (file paths, or the encoded files themselves: ``Audio(decode=False)``
+structs or binary) and a labels column, through the one label normaliser (:mod:`hlp_audio.labels`: class
+ids, display names, class indices or multi-hot vectors), into a :class:`Manifest` (the audio + an Arrow
+list array of class indices). Errors name the source, the row (and the CSV line) and the label or path at
+fault. Hub repositories and folders of shards are read by :mod:`.sources`, which builds on this.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import pyarrow.compute as pc
 from ..labels import LABEL_FORMATS, HLPInputError, LabelError, describe_row, list_offsets_and_values, resolve_label_format
 from ..ontology import Ontology
 from ..propagation import propagate_labels
+from .columns import AudioColumn, column_of, feature_of, is_audio_bytes_type, resolve_columns
 
 __all__ = [
     "ManifestError",
@@ -41,21 +43,24 @@ class ManifestError(HLPInputError):
 
 @dataclass(frozen=True)
 class Manifest:
-    """Audio files and their labels as class indices of an ontology.
+    """Audio clips and their labels as class indices of an ontology.
 
     ``audio`` is a pyarrow string array of file paths (compact, cheap to send to DataLoader workers
-    even for the 2M AudioSet clips); ``labels`` is a pyarrow ``ListArray`` of int32 class indices,
-    the form :func:`hlp_audio.propagate_labels` and ``datasets`` use.
+    even for the 2M AudioSet clips) or an :class:`~hlp_audio.training.columns.AudioColumn` of encoded
+    files (the bytes column of a ``datasets`` dataset); ``labels`` is a pyarrow ``ListArray`` of int32
+    class indices, the form :func:`hlp_audio.propagate_labels` and ``datasets`` use; ``ids`` (optional)
+    names each clip (``video_id``, ``__key__``) in messages.
     """
 
-    audio: pa.Array
+    audio: Union[pa.Array, AudioColumn]
     labels: pa.ListArray
     num_classes: int
     source: str = "<manifest>"
+    ids: Optional[pa.Array] = None
 
     def __post_init__(self):
         if len(self.audio) != len(self.labels):
-            raise ManifestError(f"{self.source}: {len(self.audio)} audio paths for {len(self.labels)} label rows")
+            raise ManifestError(f"{self.source}: {len(self.audio)} audio clips for {len(self.labels)} label rows")
 
     def __len__(self) -> int:
         return len(self.audio)
@@ -63,7 +68,19 @@ class Manifest:
     def with_hlp(self, ontology: Ontology) -> "Manifest":
         """The same clips with HLP pre-processing: every unambiguous ancestor label added."""
         _check_width(self, ontology)
-        return Manifest(self.audio, propagate_labels(self.labels, ontology), self.num_classes, self.source + " (HLP)")
+        return Manifest(self.audio, propagate_labels(self.labels, ontology), self.num_classes, self.source + " (HLP)", self.ids)
+
+    def select(self, rows) -> "Manifest":
+        """The clips at these row positions (e.g. without the ones that failed the audio check)."""
+        rows = np.asarray(rows, dtype=np.int64)
+        audio = self.audio.take(pa.array(rows)) if isinstance(self.audio, pa.Array) else self.audio.take(rows)
+        ids = None if self.ids is None else self.ids.take(pa.array(rows))
+        return Manifest(audio, self.labels.take(pa.array(rows)), self.num_classes, self.source, ids)
+
+    def clip_name(self, row: int) -> str:
+        """``row 5 (id abc)``: how messages name a clip."""
+        clip = None if self.ids is None else self.ids[int(row)].as_py()
+        return f"row {row}" + (f" (id {clip})" if clip is not None else "")
 
     def multi_hot(self, dtype=np.float32) -> np.ndarray:
         """Dense (N, C) targets. Memory grows as N * C: use the data set for large manifests."""
@@ -92,8 +109,15 @@ MANIFEST_OPTIONS = ("audio_column", "labels_column", "audio_root", "label_separa
 
 def add_manifest_arguments(parser) -> None:
     """The manifest-column flags shared by ``scripts/train.py`` and ``scripts/evaluate_model.py``."""
-    parser.add_argument("--audio-column", default="audio", help="column of audio file paths")
-    parser.add_argument("--labels-column", default="labels", help="column of labels (mids, names or class indices)")
+    parser.add_argument(
+        "--audio-column",
+        help="column of audio: file paths, or encoded files (Audio structs / binary) (default: 'audio', else the one audio column)",
+    )
+    parser.add_argument(
+        "--labels-column",
+        help="column of labels (mids, names or class indices); dotted for a struct field, e.g. json.label "
+        "(default: 'labels', else the labels / label field of a json column)",
+    )
     parser.add_argument("--audio-root", help="folder that relative audio paths are relative to (default: the manifest's folder)")
     parser.add_argument("--label-separator", default=",", help="separator of labels in a CSV cell")
     parser.add_argument(
@@ -111,12 +135,13 @@ def read_manifest(
     source,
     ontology: Ontology,
     *,
-    audio_column: str = "audio",
-    labels_column: str = "labels",
+    audio_column: Optional[str] = None,
+    labels_column: Optional[str] = None,
     split: Optional[str] = None,
     audio_root: Optional[PathLike] = None,
     label_separator: str = ",",
     label_format: Optional[str] = None,
+    name: Optional[str] = None,
 ) -> Manifest:
     """Read audio paths and labels from a CSV/TSV/parquet file or a ``datasets`` dataset.
 
@@ -125,9 +150,11 @@ def read_manifest(
             ``Dataset.save_to_disk`` / ``DatasetDict.save_to_disk``, a ``datasets.Dataset`` or a
             ``DatasetDict`` (then ``split`` is required), e.g. from ``load_audioset(audio_dir=...)``.
         ontology: the classes the labels refer to.
-        audio_column: column of file paths (a string, or an ``Audio(decode=False)`` struct whose
-            ``path`` is used).
-        labels_column: column of labels, one of: a string of ``label_separator``-separated labels
+        audio_column: column of file paths (strings), or of encoded files (``Audio`` structs with
+            ``bytes``, or binary: decoded from memory; rows without bytes fall back to their ``path``).
+            Default: ``audio`` (see :func:`~hlp_audio.training.columns.resolve_columns` for datasets).
+        labels_column: column of labels (default ``labels``; dotted names reach into struct columns, e.g.
+            ``json.label``), one of: a string of ``label_separator``-separated labels
             (CSV); a list of strings; a list of integers or ``ClassLabel`` values (class indices,
             mapped through the ClassLabel names); a single integer; multi-hot vectors (fixed-length
             lists, bools or floats, or ``label_format="multi_hot"``).
@@ -139,24 +166,62 @@ def read_manifest(
         label_format: the form of the labels (see :mod:`hlp_audio.labels`): ``"ids"`` (the default for
             strings), ``"names"`` (display names), ``"indices"`` (the default for integers, also decimal
             strings in a CSV) or ``"multi_hot"``.
+        name: how messages name a ``datasets`` source (default: its folder, or its dataset name).
 
     Errors name the source, the row (and the CSV line) and the label or path at fault.
     """
-    table, where, root, class_names = _load_table(source, split, audio_column, labels_column)
+    table, where, root, dataset, features = _load_table(source, split, audio_column, labels_column, name)
     if audio_root is not None:
         root = os.fspath(audio_root)
     line_offset = 2 if where.endswith((".csv", ".tsv")) else None
-    audio = _audio_paths(table.column(audio_column), root, where, line_offset, audio_column)
+    if line_offset is not None:
+        audio_column, labels_column, id_column = audio_column or "audio", labels_column or "labels", None
+    else:
+        schema = table.schema if dataset is None else features.arrow_schema
+        audio_column, labels_column, id_column = resolve_columns(
+            schema, features, audio_column=audio_column, labels_column=labels_column, where=where
+        )
+    if dataset is not None:
+        table = _dataset_columns(dataset, [labels_column, id_column])
+        audio = _dataset_audio(dataset, audio_column, root, where)
+    else:
+        audio = _audio(column_of(table, audio_column), root, where, line_offset, audio_column)
     labels = _label_indices(
-        table.column(labels_column), ontology, where, line_offset, labels_column, label_separator, class_names,
-        label_format,
+        column_of(table, labels_column), ontology, where, line_offset, labels_column, label_separator,
+        class_label_names(feature_of(features, labels_column)), label_format,
     )
-    return Manifest(audio, labels, len(ontology), where)
+    ids = column_of(table, id_column).cast(pa.string()) if id_column else None
+    return Manifest(audio, labels, len(ontology), where, ids)
 
 
-def _load_table(source, split, audio_column, labels_column):
-    """(table, description, default root, ClassLabel names or None)."""
-    class_names = None
+def _dataset_columns(dataset, names) -> pa.Table:
+    """The (top-level) columns holding ``names`` (dotted or not; None skipped) of a dataset, as one table."""
+    heads = sorted({name.partition(".")[0] for name in names if name})
+    return dataset.select_columns(heads).with_format("arrow")[:]
+
+
+def _dataset_audio(dataset, name, root, where) -> Union[pa.Array, AudioColumn]:
+    """The audio of a datasets.Dataset: file paths, or an :class:`AudioColumn` when its rows hold bytes.
+
+    Only the column's null bitmaps are read here (from the underlying, memory-mapped table): the bytes
+    stay on disk until a DataLoader worker reads a row.
+    """
+    head = name.partition(".")[0]
+    raw = dataset.data.column(head) if head in dataset.data.column_names else None
+    if raw is not None and is_audio_bytes_type(raw.type):
+        if not pa.types.is_struct(raw.type) or pc.struct_field(raw, "bytes").null_count < len(raw):
+            return AudioColumn(dataset, name)
+    return _audio(column_of(_dataset_columns(dataset, [name]), name), root, where, None, name)
+
+
+def class_label_names(feature) -> Optional[list]:
+    """The names of a ``ClassLabel`` feature (or of a list of them), else None."""
+    inner = getattr(feature, "feature", feature)
+    return list(inner.names) if type(inner).__name__ == "ClassLabel" else None
+
+
+def _load_table(source, split, audio_column, labels_column, name=None):
+    """(table, description, default root, the datasets.Dataset or None, its features or None)."""
     if isinstance(source, (str, os.PathLike)):
         path = Path(source)
         if not path.exists():
@@ -177,21 +242,24 @@ def _load_table(source, split, audio_column, labels_column):
                     parse_options=pacsv.ParseOptions(delimiter=delimiter),
                     # keep every cell as text: labels like "0,5" or ids like "001" must not be cast
                     convert_options=pacsv.ConvertOptions(
-                        column_types={audio_column: pa.string(), labels_column: pa.string()},
+                        column_types={audio_column or "audio": pa.string(), labels_column or "labels": pa.string()},
                         strings_can_be_null=False,
                     ),
                 )
             except pa.ArrowInvalid as err:
                 raise ManifestError(f"{path}: not a readable {suffix[1:].upper()} manifest ({err})") from None
+            _require_columns(table.column_names, (audio_column or "audio", labels_column or "labels"), str(path))
         elif suffix == ".parquet":
             import pyarrow.parquet as pq
 
-            table = pq.read_table(path)
+            try:
+                table = pq.read_table(path)
+            except (pa.ArrowInvalid, OSError) as err:
+                raise ManifestError(f"{path}: not a readable parquet file ({err})") from None
         else:
             raise ManifestError(f"{path}: unknown manifest type {suffix!r}; expected .csv, .tsv, .parquet or a datasets folder")
-        _require_columns(table.column_names, (audio_column, labels_column), str(path))
-        return table, str(path), str(path.parent), class_names
-    return _load_table_from_dataset(source, split, audio_column, labels_column, None)
+        return table, str(path), str(path.parent), None, None
+    return _load_table_from_dataset(source, split, audio_column, labels_column, name)
 
 
 def _load_table_from_dataset(dataset, split, audio_column, labels_column, where):
@@ -212,12 +280,7 @@ def _load_table_from_dataset(dataset, split, audio_column, labels_column, where)
             f"a manifest must be a file path, a datasets.Dataset or a DatasetDict; got {type(dataset).__name__}"
         )
     where = where or f"dataset({dataset.info.dataset_name or 'in memory'})"
-    _require_columns(dataset.column_names, (audio_column, labels_column), where)
-    feature = dataset.features[labels_column]
-    inner = getattr(feature, "feature", feature)
-    class_names = list(inner.names) if isinstance(inner, datasets.ClassLabel) else None
-    table = dataset.select_columns([audio_column, labels_column]).with_format("arrow")[:]
-    return table, where, None, class_names
+    return None, where, None, dataset, dataset.features
 
 
 def _require_columns(columns, needed, where):
@@ -226,12 +289,17 @@ def _require_columns(columns, needed, where):
         raise ManifestError(f"{where}: no column {missing[0]!r}; columns are {list(columns)}")
 
 
-def _audio_paths(column, root, where, line_offset, name) -> pa.Array:
-    column = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
-    if pa.types.is_struct(column.type):  # datasets Audio(decode=False): {"bytes", "path"}
-        column = pc.struct_field(column, "path")
+def _audio(column, root, where, line_offset, name) -> Union[pa.Array, AudioColumn]:
+    """File paths (checked, made absolute), or an :class:`AudioColumn` when the rows hold the files' bytes."""
+    if is_audio_bytes_type(column.type):
+        data = pc.struct_field(column, "bytes") if pa.types.is_struct(column.type) else column
+        if data.null_count < len(data) or not pa.types.is_struct(column.type):
+            return AudioColumn(column, name)  # encoded files, decoded from memory in DataLoader workers
+        column = pc.struct_field(column, "path")  # Audio structs of local files: paths only
     if not (pa.types.is_string(column.type) or pa.types.is_large_string(column.type)):
-        raise ManifestError(f"{where}: column {name!r} must hold file paths (strings), got {column.type}")
+        raise ManifestError(
+            f"{where}: column {name!r} must hold file paths (strings) or encoded audio (binary, Audio structs), got {column.type}"
+        )
     empty = pc.or_kleene(pc.is_null(column), pc.equal(pc.utf8_length(column), 0)).to_numpy(zero_copy_only=False)
     if empty.any():
         row = int(np.flatnonzero(empty)[0])
@@ -243,12 +311,17 @@ def _audio_paths(column, root, where, line_offset, name) -> pa.Array:
     return column
 
 
-def _label_indices(column, ontology, where, line_offset, name, separator, class_names, label_format) -> pa.ListArray:
-    """The labels column as rows of class indices, through the one label normaliser (:mod:`hlp_audio.labels`)."""
+def _label_indices(
+    column, ontology, where, line_offset, name, separator, class_names, label_format, row_offset: int = 0
+) -> pa.ListArray:
+    """The labels column as rows of class indices, through the one label normaliser (:mod:`hlp_audio.labels`).
+
+    ``row_offset`` is added to the row numbers of errors (for a block read from the middle of a shard).
+    """
     column = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
     if column.null_count:
         row = int(np.flatnonzero(column.is_null().to_numpy(zero_copy_only=False))[0])
-        raise ManifestError(f"{describe_row(where, row, line_offset)}: missing labels in column {name!r}")
+        raise ManifestError(f"{describe_row(where, row + row_offset, line_offset)}: missing labels in column {name!r}")
     if pa.types.is_string(column.type) or pa.types.is_large_string(column.type):  # a CSV cell: split it
         column = _split_cells(column.cast(pa.string()), separator)
     elif pa.types.is_integer(column.type):  # one class index per row
@@ -269,6 +342,8 @@ def _label_indices(column, ontology, where, line_offset, name, separator, class_
             offsets, indices = ontology.label_encoder.to_indices(
                 column, label_format, where=where, line_offset=line_offset, class_label_names=class_names
             )
+    except LabelError as err:
+        raise ManifestError(f"{describe_row(err.where, err.row + row_offset, err.line_offset)}: {err.detail}") from None
     except HLPInputError as err:
         raise ManifestError(str(err)) from None
     return pa.ListArray.from_arrays(pa.array(offsets.astype(np.int32)), pa.array(indices.astype(np.int32)))

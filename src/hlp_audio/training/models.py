@@ -110,32 +110,41 @@ def _reset_output_layers(head: torch.nn.Module, num_labels: int) -> None:
 
 
 @torch.no_grad()
-def predict(model, loader, front_end, accelerator=None, *, progress: bool = False, desc: str = "evaluating"):
+def predict(model, loader, front_end, accelerator=None, *, progress: bool = False, desc: str = "evaluating", skipped=None):
     """Logits before post-HLP (the model's ``raw_logits``) and targets of every clip of ``loader``: two (N, C)
     float32 arrays.
 
-    With an ``accelerator`` the results of all processes are gathered (``gather_for_metrics``
-    drops the duplicates that pad the last batch), so every process returns the whole set.
+    ``loader`` gives this process's batches (each clip once over all processes: see
+    :func:`~hlp_audio.training.data.eval_loader`); with an ``accelerator`` the results of all processes
+    are gathered, so every process returns the whole set. Clips a batch lists as ``skipped`` are
+    appended to ``skipped`` (a list) when given.
     """
     from tqdm.auto import tqdm
 
     unwrapped = accelerator.unwrap_model(model) if accelerator is not None else model
+    device = accelerator.device if accelerator is not None else next(unwrapped.parameters()).device
     was_training = model.training
     model.eval()
     logits, targets = [], []
     show = progress and (accelerator is None or accelerator.is_local_main_process)
     try:
         for batch in tqdm(loader, desc=desc, disable=not show, leave=False):
-            features = front_end(batch["waveform"])
-            batch_logits = model(input_values=features).raw_logits.float()
-            batch_targets = batch["labels"].float()
-            if accelerator is not None:
-                batch_logits, batch_targets = accelerator.gather_for_metrics((batch_logits, batch_targets))
-            logits.append(batch_logits.cpu())
-            targets.append(batch_targets.cpu())
+            if skipped is not None:
+                skipped.extend(batch.get("skipped", ()))
+            if "waveform" not in batch:  # every clip of the batch was skipped
+                continue
+            features = front_end(batch["waveform"].to(device, non_blocking=True))
+            logits.append(model(input_values=features).raw_logits.float().cpu())
+            targets.append(batch["labels"].float().cpu())
     finally:
         model.train(was_training)
     num_classes = unwrapped.config.num_labels
-    if not logits:
-        return np.zeros((0, num_classes), np.float32), np.zeros((0, num_classes), np.float32)
-    return torch.cat(logits).numpy(), torch.cat(targets).numpy()
+    logits = torch.cat(logits).numpy() if logits else np.zeros((0, num_classes), np.float32)
+    targets = torch.cat(targets).numpy() if targets else np.zeros((0, num_classes), np.float32)
+    if accelerator is not None and accelerator.num_processes > 1:
+        from accelerate.utils import gather_object
+
+        parts = gather_object([(logits, targets)])
+        logits = np.concatenate([part[0] for part in parts])
+        targets = np.concatenate([part[1] for part in parts])
+    return logits, targets

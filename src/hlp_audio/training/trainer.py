@@ -1,11 +1,13 @@
 """The training loop of ``scripts/train.py``: :func:`train` runs a job from its parsed options.
 
-Each epoch: train on clips decoded from files in DataLoader workers (random crop / pad to the clip
-length), compute the features batched on the accelerator, augment (time / frequency masking,
-mixup), evaluate the mAP on the base and HLP references with and without post-HLP (gathered over
-processes), keep the best model in ``OUTPUT_DIR/best`` and a resumable checkpoint in
-``OUTPUT_DIR/checkpoints``. ``--resume`` continues an interrupted run; it gives the same weights
-as an uninterrupted run with the same seed.
+Each epoch: train on clips decoded in DataLoader workers (from files or from the bytes of a dataset,
+read whole or streamed: :mod:`.data`; random crop / pad to the clip length), compute the features
+batched on the accelerator, augment (time / frequency masking, mixup), save a resumable checkpoint in
+``OUTPUT_DIR/checkpoints``, then evaluate the mAP on the base and HLP references with and without
+post-HLP (gathered over processes) and keep the best model in ``OUTPUT_DIR/best``. ``--resume``
+continues an interrupted run (a stream from where it stopped); it gives the same weights as an
+uninterrupted run with the same seed. Clips skipped with ``--skip-bad-audio`` are logged, counted per
+epoch and listed in ``OUTPUT_DIR/skipped_clips.jsonl``.
 """
 
 from __future__ import annotations
@@ -28,11 +30,11 @@ from ..metrics import compute_hierarchical_map
 from ..ontology import Ontology
 from .augmentation import mask_time_frequency, mixup
 from .checkpoints import TrainingProgress, save_trained_model
-from .clips import AudioClipDataset
-from .manifests import manifest_options, read_manifest
+from .data import check_clip_count, eval_loader as build_eval_loader, train_data as build_train_data
 from .models import build_front_end, build_model, feature_axes, predict
 from .optimization import build_lr_scheduler, build_optimizer
-from .sampling import ClassBalancedSampler, ShuffleSampler, class_balanced_weights, seed_everything_for_step, step_rng
+from .sampling import seed_everything_for_step, step_rng
+from .skipped import SkippedClips
 
 __all__ = ["train", "load_ontology", "find_checkpoint", "changed_recipe", "CHECKPOINT_PREFIX"]
 
@@ -61,8 +63,9 @@ def find_checkpoint(output_dir: Path, resume: str) -> Path:
 
 # Options that do not change what is trained: they may differ between an interrupted run and its resumption.
 NEUTRAL_OPTIONS = {
-    "resume", "stop_after_steps", "push_to_hub", "hub_private", "hub_license", "eval_name", "no_progress", "num_workers", "report_to",
-    "logging_steps", "checkpointing_steps", "checkpoints_total_limit", "output_dir",
+    "resume", "stop_after_steps", "push_to_hub", "hub_private", "hub_license", "eval_name", "no_progress", "num_workers",
+    "report_to", "logging_steps", "checkpointing_steps", "checkpoints_total_limit", "output_dir", "cache_dir",
+    "no_audio_check",
 }
 
 
@@ -110,51 +113,38 @@ def train(args: argparse.Namespace) -> dict:
     if args.freeze_body:
         model.freeze_backbone()
     sampling_rate = int(feature_extractor.sampling_rate)
-    manifest_kwargs = manifest_options(args)
-    train_manifest = read_manifest(args.train_manifest, ontology, split=args.train_split, **manifest_kwargs)
-    # Sampling weights come from the original labels, so that runs with and without --hlp draw the
-    # same clips and differ only in their targets.
-    sampling_labels = train_manifest.labels
-    if args.hlp:  # before mixup: a mix of propagated labels, not a propagated mix
-        train_manifest = train_manifest.with_hlp(ontology)
-    train_set = AudioClipDataset(
-        train_manifest, sampling_rate=sampling_rate, clip_seconds=args.clip_seconds, random_crop=True, seed=args.seed
-    )
-    if args.balanced_sampler:
-        weights = class_balanced_weights(sampling_labels, len(ontology), offset=args.sampler_offset)
-        sampler = ClassBalancedSampler(weights, args.epoch_size, replacement=args.sampler_replacement, seed=args.seed)
-    else:
-        sampler = ShuffleSampler(len(train_set), seed=args.seed)
-    loader_options = dict(num_workers=args.num_workers, pin_memory=accelerator.device.type == "cuda")
-    train_loader = torch.utils.data.DataLoader(train_set, batch_size=args.batch_size, sampler=sampler, drop_last=True, **loader_options)
+    # the data is checked before anything is trained (a missing or undecodable clip fails now, not hours in)
+    skipped = SkippedClips(output_dir / "skipped_clips.jsonl", accelerator)
+    train_data = build_train_data(args, ontology, sampling_rate, accelerator, report=skipped.path)
     eval_loader = None
-    if args.eval_manifest:
-        eval_manifest = read_manifest(args.eval_manifest, ontology, split=args.eval_split, **manifest_kwargs)
-        eval_set = AudioClipDataset(eval_manifest, sampling_rate=sampling_rate, clip_seconds=args.eval_clip_seconds)
-        eval_loader = torch.utils.data.DataLoader(eval_set, batch_size=args.eval_batch_size, shuffle=False, **loader_options)
-    if len(train_loader) == 0:
-        raise ValueError(f"{len(train_set)} training clips make no full batch of {args.batch_size}")
+    if args.eval_data:
+        eval_loader = build_eval_loader(
+            args.eval_data, args.eval_config, args.eval_split, args, ontology, sampling_rate, args.eval_clip_seconds,
+            args.eval_batch_size, accelerator, report=skipped.path,
+        )
 
     # ---------------------------------------------------------------------------- optimisation
     optimizer = build_optimizer(
         model, lr=args.lr, weight_decay=args.weight_decay, head_lr=args.head_lr, head_prefix="backbone.classifier."
     )
-    if eval_loader is not None:
-        model, optimizer, train_loader, eval_loader = accelerator.prepare(model, optimizer, train_loader, eval_loader)
-    else:
-        model, optimizer, train_loader = accelerator.prepare(model, optimizer, train_loader)
-    updates_per_epoch = math.ceil(len(train_loader) / args.gradient_accumulation_steps)
+    model, optimizer = accelerator.prepare(model, optimizer)
+    train_data.prepare(accelerator)
+    updates_per_epoch = math.ceil(len(train_data) / args.gradient_accumulation_steps)
     total_steps = updates_per_epoch * args.epochs
     warmup_steps = args.warmup_steps if args.warmup_steps is not None else int(args.warmup_ratio * total_steps)
     scheduler = build_lr_scheduler(optimizer, warmup_steps=min(warmup_steps, total_steps), total_steps=total_steps, min_lr_ratio=args.min_lr_ratio)
     progress = TrainingProgress()
     accelerator.register_for_checkpointing(scheduler, progress)
+    if train_data.checkpoint is not None:  # where each process's stream stands
+        accelerator.register_for_checkpointing(train_data.checkpoint)
     unwrapped = accelerator.unwrap_model(model)
     front_end = build_front_end(unwrapped, feature_extractor).to(accelerator.device)
     time_axis, freq_axis = feature_axes(unwrapped)
-    run_record = {**vars(args), "num_processes": accelerator.num_processes, "train_clips": len(train_manifest)}
-    if args.eval_manifest and not args.eval_name:  # the card names the evaluation set; never a path
-        run_record["eval_name"] = Path(str(args.eval_manifest)).name + (f" [{args.eval_split}]" if args.eval_split else "")
+    run_record = {**vars(args), "num_processes": accelerator.num_processes, "train_clips": train_data.clips}
+    if args.eval_data and not args.eval_name:  # the card names the evaluation set; never a local path
+        source = str(args.eval_data)
+        name = Path(source).name if Path(source).exists() else source  # a Hub id is a fine name
+        run_record["eval_name"] = name + (f" [{args.eval_split}]" if args.eval_split else "")
     run_record.pop("hub_token")  # never written to disk
     best_metric = args.best_metric or ("map_hlp" if args.hlp else "map") + ("_post" if args.post_hlp else "")
 
@@ -183,6 +173,7 @@ def train(args: argparse.Namespace) -> dict:
 
     def save_checkpoint() -> None:
         path = output_dir / "checkpoints" / f"{CHECKPOINT_PREFIX}{progress.global_step:08d}"
+        train_data.before_checkpoint(accelerator)
         accelerator.save_state(str(path))
         if accelerator.is_main_process:
             existing = sorted((output_dir / "checkpoints").glob(CHECKPOINT_PREFIX + "*"))
@@ -190,8 +181,24 @@ def train(args: argparse.Namespace) -> dict:
                 shutil.rmtree(old)
         accelerator.wait_for_everyone()
 
+    def evaluate(epoch: int) -> None:
+        """Evaluate the model of ``epoch`` (completed, and saved in a checkpoint first); keep it if it is the best."""
+        logits, labels = predict(model, eval_loader, front_end, accelerator, progress=not args.no_progress, skipped=skipped.current)
+        num_skipped = skipped.report(f"evaluation after epoch {epoch}")
+        check_clip_count(eval_loader, len(logits), num_skipped)
+        metrics = compute_hierarchical_map(logits, labels, ontology)
+        metrics["num_skipped"] = num_skipped
+        progress.history.append({"epoch": epoch, "step": progress.global_step, **metrics})
+        log({f"eval/{key}": value for key, value in metrics.items()}, progress.global_step)
+        accelerator.print(
+            f"epoch {epoch}: " + ", ".join(f"{key} {metrics[key]:.4f}" for key in ("map", "map_post", "map_hlp", "map_hlp_post"))
+        )
+        if progress.best_metric is None or metrics[best_metric] > progress.best_metric:
+            progress.best_metric, progress.best_epoch = metrics[best_metric], epoch
+            save_trained_model(accelerator, model, feature_extractor, output_dir / "best", args=run_record, metrics=metrics, progress=progress)
+
     accelerator.print(
-        f"{len(train_set)} training clips, {updates_per_epoch} optimizer steps per epoch x {args.epochs} epochs, "
+        f"{train_data.clips} training clips, {updates_per_epoch} optimizer steps per epoch x {args.epochs} epochs, "
         f"{accelerator.num_processes} process(es), effective batch {args.batch_size * args.gradient_accumulation_steps * accelerator.num_processes}"
     )
 
@@ -199,26 +206,25 @@ def train(args: argparse.Namespace) -> dict:
     stopped = False
     running_loss = torch.zeros((), device=accelerator.device)
     running_count = 0
+    evaluated = {row["epoch"] for row in progress.history}
+    if eval_loader is not None and progress.epoch and not progress.batches_in_epoch and progress.epoch not in evaluated:
+        evaluate(progress.epoch)  # the checkpoint of a finished epoch whose evaluation did not finish
     for epoch in range(progress.epoch, args.epochs):
-        # accelerate's loader re-sets the epoch of the sampler (and data set) from its own counter at
-        # every iteration: set that counter too, or a resumed run would redraw epoch 0's order
-        train_loader.set_epoch(epoch)
-        train_set.set_epoch(epoch)
-        sampler.set_epoch(epoch)
-        loader = train_loader
-        if progress.batches_in_epoch:
-            loader = accelerator.skip_first_batches(train_loader, progress.batches_in_epoch)
+        loader = train_data.epoch(epoch, progress.batches_in_epoch, accelerator)
         model.train()
         if args.freeze_body:  # linear probing: the body also keeps its batch-norm statistics and skips dropout
             unwrapped.backbone.eval()
             unwrapped.classifier.train()
         bar = tqdm(
-            total=len(train_loader),
+            total=len(train_data),
             initial=progress.batches_in_epoch,
             desc=f"epoch {epoch + 1}/{args.epochs}",
             disable=args.no_progress or not accelerator.is_local_main_process,
         )
         for batch in loader:
+            skipped.add(batch["skipped"])
+            if "waveform" not in batch:
+                raise ValueError(f"every clip of a batch was skipped as undecodable: {batch['skipped'][:3]} ...")
             seed_everything_for_step(args.seed, progress.micro_step, accelerator.process_index)
             rng = step_rng(args.seed, progress.micro_step, accelerator.process_index)
             with accelerator.accumulate(model):
@@ -254,10 +260,10 @@ def train(args: argparse.Namespace) -> dict:
                 running_loss.zero_()
                 running_count = 0
                 bar.set_postfix(loss=f"{mean_loss:.4f}")
-                log({"train/loss": mean_loss, "train/lr": scheduler.get_last_lr()[0], "train/epoch": epoch + progress.batches_in_epoch / len(train_loader)}, progress.global_step)
+                log({"train/loss": mean_loss, "train/lr": scheduler.get_last_lr()[0], "train/epoch": epoch + progress.batches_in_epoch / len(train_data)}, progress.global_step)
             if args.checkpointing_steps and progress.global_step % args.checkpointing_steps == 0:
                 save_checkpoint()
-            if args.stop_after_steps and progress.global_step >= args.stop_after_steps and progress.batches_in_epoch < len(train_loader):
+            if args.stop_after_steps and progress.global_step >= args.stop_after_steps and progress.batches_in_epoch < len(train_data):
                 stopped = True
                 break
         bar.close()
@@ -273,20 +279,14 @@ def train(args: argparse.Namespace) -> dict:
             running_loss.zero_()
             running_count = 0
             log({"train/loss": mean_loss, "train/lr": scheduler.get_last_lr()[0], "train/epoch": epoch + 1}, progress.global_step)
-        if eval_loader is not None:
-            logits, labels = predict(model, eval_loader, front_end, accelerator, progress=not args.no_progress)
-            metrics = compute_hierarchical_map(logits, labels, ontology)
-            progress.history.append({"epoch": epoch + 1, "step": progress.global_step, **metrics})
-            log({f"eval/{key}": value for key, value in metrics.items()}, progress.global_step)
-            accelerator.print(
-                f"epoch {epoch + 1}: " + ", ".join(f"{key} {metrics[key]:.4f}" for key in ("map", "map_post", "map_hlp", "map_hlp_post"))
-            )
-            if progress.best_metric is None or metrics[best_metric] > progress.best_metric:
-                progress.best_metric, progress.best_epoch = metrics[best_metric], epoch + 1
-                save_trained_model(accelerator, model, feature_extractor, output_dir / "best", args=run_record, metrics=metrics, progress=progress)
+        count = skipped.report(f"epoch {epoch + 1}")
+        if count:
+            log({"train/skipped_clips": count}, progress.global_step)
         if args.stop_after_steps and progress.global_step >= args.stop_after_steps and epoch + 1 < args.epochs:
             stopped = True
-        save_checkpoint()
+        save_checkpoint()  # before evaluating: a bad evaluation set must not lose the epoch
+        if eval_loader is not None:
+            evaluate(epoch + 1)
         if stopped:
             accelerator.print(f"stopped after {progress.global_step} optimizer steps; continue with --resume")
             break
