@@ -65,6 +65,12 @@ class Manifest:
         _check_width(self, ontology)
         return Manifest(self.audio, propagate_labels(self.labels, ontology), self.num_classes, self.source + " (HLP)")
 
+    def annotated_classes(self) -> np.ndarray:
+        """(C,) bool: the classes with at least one positive, the label vocabulary of these clips."""
+        annotated = np.zeros(self.num_classes, dtype=bool)
+        annotated[list_offsets_and_values(self.labels)[1].to_numpy(zero_copy_only=False)] = True
+        return annotated
+
     def multi_hot(self, dtype=np.float32) -> np.ndarray:
         """Dense (N, C) targets. Memory grows as N * C: use the data set for large manifests."""
         return multi_hot(self.labels, self.num_classes, dtype=dtype)

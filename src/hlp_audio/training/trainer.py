@@ -117,6 +117,12 @@ def train(args: argparse.Namespace) -> dict:
     sampling_labels = train_manifest.labels
     if args.hlp:  # before mixup: a mix of propagated labels, not a propagated mix
         train_manifest = train_manifest.with_hlp(ontology)
+    loss_mask = None
+    if args.loss_on_annotated_classes:  # after HLP: the vocabulary includes the propagated ancestors
+        annotated = train_manifest.annotated_classes()
+        if not annotated.any():
+            raise ValueError(f"--loss-on-annotated-classes: {train_manifest.source} has no label at all")
+        loss_mask = torch.from_numpy(annotated)
     train_set = AudioClipDataset(
         train_manifest, sampling_rate=sampling_rate, clip_seconds=args.clip_seconds, random_crop=True, seed=args.seed
     )
@@ -154,6 +160,9 @@ def train(args: argparse.Namespace) -> dict:
     time_axis, freq_axis = feature_axes(unwrapped)
     run_record = {**vars(args), "num_processes": accelerator.num_processes, "train_clips": len(train_manifest)}
     run_record.pop("hub_token")  # never written to disk
+    if loss_mask is not None:
+        loss_mask = loss_mask.to(accelerator.device)
+        run_record["annotated_classes"] = [ontology.labels[i] for i in torch.nonzero(loss_mask).flatten().tolist()]
     best_metric = args.best_metric or ("map_hlp" if args.hlp else "map") + ("_post" if args.post_hlp else "")
 
     if args.resume:
@@ -231,7 +240,7 @@ def train(args: argparse.Namespace) -> dict:
                         )
                     if args.mixup:
                         features, targets = mixup(features, targets, args.mixup, rng)
-                loss = model(input_values=features, labels=targets).loss
+                loss = model(input_values=features, labels=targets, loss_mask=loss_mask).loss
                 accelerator.backward(loss)
                 if accelerator.sync_gradients and args.max_grad_norm:
                     accelerator.clip_grad_norm_(model.parameters(), args.max_grad_norm)
