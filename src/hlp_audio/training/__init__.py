@@ -17,7 +17,7 @@ from .arguments import SELECTABLE_METRICS, build_train_parser, parse_train_args
 from .augmentation import mask_time_frequency, mixup
 from .checkpoints import TrainingProgress, save_trained_model
 from .clips import AudioClipDataset, crop_or_pad
-from .evaluation import build_evaluate_parser, evaluate_model, markdown_table, plot_ap_change
+from .evaluation import build_evaluate_parser, evaluate_model, markdown_table, per_class_rows, plot_ap_change, predict_saved_model
 from .manifests import Manifest, ManifestError, add_manifest_arguments, manifest_options, multi_hot, read_manifest
 from .models import build_front_end, build_model, feature_axes, predict
 from .optimization import build_lr_scheduler, build_optimizer
@@ -49,8 +49,10 @@ __all__ = [
     "mixup",
     "multi_hot",
     "parse_train_args",
+    "per_class_rows",
     "plot_ap_change",
     "predict",
+    "predict_saved_model",
     "read_manifest",
     "save_trained_model",
     "seed_everything_for_step",

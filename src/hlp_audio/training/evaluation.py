@@ -27,7 +27,7 @@ from .clips import AudioClipDataset
 from .manifests import add_manifest_arguments, manifest_options, read_manifest
 from .models import build_front_end, predict
 
-__all__ = ["build_evaluate_parser", "evaluate_model", "markdown_table", "plot_ap_change"]
+__all__ = ["build_evaluate_parser", "evaluate_model", "markdown_table", "per_class_rows", "plot_ap_change", "predict_saved_model"]
 
 
 def build_evaluate_parser() -> argparse.ArgumentParser:
@@ -106,33 +106,46 @@ def _none_if_nan(value):
     return None if value is None or (isinstance(value, float) and not math.isfinite(value)) else value
 
 
-def evaluate_model(args: argparse.Namespace) -> dict:
-    """Evaluate from parsed options (:func:`build_evaluate_parser`); returns the figures and per-class rows."""
-    accelerator = Accelerator(mixed_precision=args.mixed_precision)
-    model = HLPAudioForAudioClassification.from_pretrained(args.model, dtype=torch.float32)
-    feature_extractor = AutoFeatureExtractor.from_pretrained(args.model)
+def predict_saved_model(
+    model_dir,
+    manifest,
+    accelerator: Accelerator,
+    *,
+    clip_seconds: float,
+    batch_size: int,
+    num_workers: int,
+    split: Optional[str] = None,
+    progress: bool = False,
+    **manifest_kwargs,
+):
+    """Load a saved tagger and score every clip of ``manifest`` (read with the model's ontology).
+
+    Returns ``(logits, references, ontology, post_hlp)``: (N, C) logits before post-HLP, the
+    manifest's (N, C) multi-hot labels, the model's :class:`Ontology` and its ``config.post_hlp``.
+    """
+    model = HLPAudioForAudioClassification.from_pretrained(model_dir, dtype=torch.float32)
+    feature_extractor = AutoFeatureExtractor.from_pretrained(model_dir)
     if model.config.ontology is None:
-        raise SystemExit(f"{args.model}: the config has no ontology; HLP references cannot be built")
+        raise SystemExit(f"{model_dir}: the config has no ontology; HLP references cannot be built")
     ontology = Ontology.from_dict(model.config.ontology)
-    manifest = read_manifest(
-        args.manifest,
-        ontology,
-        split=args.split,
-        **manifest_options(args),
-    )
-    dataset = AudioClipDataset(manifest, sampling_rate=feature_extractor.sampling_rate, clip_seconds=args.clip_seconds)
+    clips = read_manifest(manifest, ontology, split=split, **manifest_kwargs)
+    dataset = AudioClipDataset(clips, sampling_rate=feature_extractor.sampling_rate, clip_seconds=clip_seconds)
     loader = torch.utils.data.DataLoader(
-        dataset, batch_size=args.batch_size, num_workers=args.num_workers, pin_memory=accelerator.device.type == "cuda"
+        dataset, batch_size=batch_size, num_workers=num_workers, pin_memory=accelerator.device.type == "cuda"
     )
     model, loader = accelerator.prepare(model, loader)
     front_end = build_front_end(accelerator.unwrap_model(model), feature_extractor).to(accelerator.device)
-    logits, labels = predict(model, loader, front_end, accelerator, progress=not args.no_progress)
-    metrics = compute_hierarchical_map(logits, labels, ontology, return_per_class=True)
+    logits, labels = predict(model, loader, front_end, accelerator, progress=progress)
+    return logits, labels, ontology, bool(accelerator.unwrap_model(model).config.post_hlp)
 
+
+def per_class_rows(metrics: dict, ontology: Ontology) -> List[dict]:
+    """Pop the per-class arrays of ``compute_hierarchical_map(..., return_per_class=True)`` into one row per class:
+    index, label, name, receiving, and the AP on AS-Base / AS-HLP with post-HLP off / on and the AUC (None: no positives)."""
     receiving = set(metrics.pop("receiving_classes"))
     per_class_keys = ("ap_per_class", "ap_hlp_per_class", "ap_post_per_class", "ap_hlp_post_per_class", "auc_per_class")
     columns = {key: metrics.pop(key) for key in per_class_keys}
-    per_class = [
+    return [
         {
             "index": index,
             "label": ontology.labels[index],
@@ -142,6 +155,24 @@ def evaluate_model(args: argparse.Namespace) -> dict:
         }
         for index in range(len(ontology))
     ]
+
+
+def evaluate_model(args: argparse.Namespace) -> dict:
+    """Evaluate from parsed options (:func:`build_evaluate_parser`); returns the figures and per-class rows."""
+    accelerator = Accelerator(mixed_precision=args.mixed_precision)
+    logits, labels, ontology, post_hlp = predict_saved_model(
+        args.model,
+        args.manifest,
+        accelerator,
+        clip_seconds=args.clip_seconds,
+        batch_size=args.batch_size,
+        num_workers=args.num_workers,
+        split=args.split,
+        progress=not args.no_progress,
+        **manifest_options(args),
+    )
+    metrics = compute_hierarchical_map(logits, labels, ontology, return_per_class=True)
+    per_class = per_class_rows(metrics, ontology)
     summary = {key: _none_if_nan(value) for key, value in metrics.items()}
     table = markdown_table(metrics)
     if accelerator.is_main_process:
@@ -149,7 +180,6 @@ def evaluate_model(args: argparse.Namespace) -> dict:
         if args.out:
             out = Path(args.out)
             out.mkdir(parents=True, exist_ok=True)
-            post_hlp = bool(accelerator.unwrap_model(model).config.post_hlp)
             record = {"model": str(args.model), "manifest": str(args.manifest), "post_hlp": post_hlp, **summary, "per_class": per_class}
             (out / "metrics.json").write_text(json.dumps(record, indent=2))
             (out / "metrics.md").write_text(table)
