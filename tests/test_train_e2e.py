@@ -15,18 +15,10 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from training_helpers import make_corpus, tone_noise_ontology
+from training_helpers import make_corpus, reset_accelerate_state, tone_noise_ontology
 
 from hlp_audio.training import build_evaluate_parser, evaluate_model, parse_train_args, train
 from hlp_audio.training.trainer import changed_recipe, find_checkpoint
-
-
-def reset_accelerate_state() -> None:
-    """Accelerate keeps its process state in singletons: start every in-process run afresh."""
-    from accelerate.state import AcceleratorState, GradientState
-
-    AcceleratorState._reset_state(reset_partial_state=True)
-    GradientState._reset_state()
 
 
 class FakeHfApi:
