@@ -8,12 +8,25 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
 
-from hlp_audio.training.finetune_ab import ARMS, MAP_KEYS, Recipe, read_metadata, run_experiment, split_urbansound8k, write_manifest
+from hlp_audio.training.finetune_ab import (
+    ARMS,
+    FIGURE_KEYS,
+    OTHER_CLASSES_TOP_K,
+    Recipe,
+    mean_probability,
+    read_metadata,
+    run_experiment,
+    split_urbansound8k,
+    top_other_classes,
+    write_manifest,
+)
 from training_helpers import reset_accelerate_state
 
 OUTPUT_WEIGHT = "backbone.classifier.output.weight"
@@ -76,7 +89,7 @@ def test_metrics_per_arm(experiment):
     assert list(record["arms"]) == [arm.name for arm in ARMS]
     for name, summary in record["arms"].items():
         assert len(summary["runs"]) == (1 if name == "pretrained" else 2)
-        for key in (*MAP_KEYS, "other_classes_score"):
+        for key in FIGURE_KEYS:
             values = [run[key] for run in summary["runs"]]
             assert all(0.0 <= value <= 1.0 for value in values)
             assert summary[key] == pytest.approx(sum(values) / len(values))
@@ -86,7 +99,7 @@ def test_metrics_per_arm(experiment):
     table = (out / "results" / "metrics.md").read_text()
     for arm in ARMS:
         assert f"| {arm.title} |" in table
-    assert "±" in table and "12 classes with positives" in table and "19 with positives after HLP" in table
+    assert "±" in table and "mAP, base labels (12 classes)" in table and "mAP, HLP labels (19 classes)" in table
 
 
 def test_arms_differ_as_they_should(experiment, shared_data):
@@ -129,6 +142,21 @@ def test_a_second_call_reuses_the_finished_runs(experiment, urbansound8k, shared
     assert results.stat().st_mtime_ns == before
     for name, summary in record["arms"].items():
         assert [run["map_hlp"] for run in again["arms"][name]["runs"]] == [run["map_hlp"] for run in summary["runs"]]
+
+
+def test_mean_probability_of_the_pretrained_models_top_other_classes():
+    rng = np.random.default_rng(0)
+    reference = rng.standard_normal((3, 9))
+    vocabulary = np.zeros(9, dtype=bool)
+    vocabulary[[0, 4]] = True
+    reference[:, 0] = 10.0  # the highest everywhere, but in the vocabulary: never chosen
+    selected = top_other_classes(reference, vocabulary)
+    for row in range(3):
+        outside = [c for c in np.argsort(-reference[row]) if not vocabulary[c]]
+        assert sorted(np.flatnonzero(selected[row])) == sorted(outside[:OTHER_CLASSES_TOP_K])
+    logits = rng.standard_normal((3, 9))
+    expected = np.mean([1 / (1 + math.exp(-logits[r, c])) for r in range(3) for c in range(9) if selected[r, c]])
+    assert mean_probability(logits, selected) == pytest.approx(expected, rel=1e-12)
 
 
 # ------------------------------------------------------------------------------------------ bad input

@@ -17,8 +17,10 @@ Training goes through :func:`hlp_audio.training.train` (clips decoded from the F
 resampled to 32 kHz in DataLoader workers); the best epoch is chosen on a validation share of
 fold 2 (whole recordings, ``fsID``), so fold 10 is seen once, by the best checkpoint. Each arm is
 scored on fold 10 with :func:`hlp_audio.training.predict_saved_model` and
-:func:`hlp_audio.compute_hierarchical_map` (the four mAPs, per-class AP), plus how much of what
-the pretrained model hears outside the training vocabulary each arm still hears. Writes
+:func:`hlp_audio.compute_hierarchical_map` (the four mAPs, per-class AP), plus two mean
+probabilities: that of the parent classes on the clips where HLP says they are present (are they
+denied?), and that of what the pretrained model hears outside the training vocabulary (is the
+rest forgotten?). Writes
 ``OUT/manifests/*.csv``, ``OUT/pretrained`` (arm (a)), ``OUT/runs/<arm>/seed<k>/best`` and
 ``OUT/results/{metrics.md, metrics.json, parent_ap.png}``. A finished run (its ``results.json``)
 is not trained again, so an interrupted experiment continues where it stopped.
@@ -39,15 +41,30 @@ import numpy as np
 
 from ..metrics import compute_hierarchical_map
 from ..ontology import Ontology
+from ..propagation import propagate_labels
 from .arguments import parse_train_args
 from .evaluation import per_class_rows, predict_saved_model
 from .manifests import read_manifest
 from .trainer import train
 
-__all__ = ["ARMS", "Arm", "Recipe", "split_urbansound8k", "write_manifest", "run_experiment", "build_parser", "main"]
+__all__ = [
+    "ARMS",
+    "Arm",
+    "Recipe",
+    "read_metadata",
+    "split_urbansound8k",
+    "write_manifest",
+    "mean_probability",
+    "top_other_classes",
+    "run_experiment",
+    "build_parser",
+    "main",
+]
 
 #: The four mAPs of :func:`compute_hierarchical_map` reported per arm.
 MAP_KEYS = ("map", "map_post", "map_hlp", "map_hlp_post")
+#: Every figure reported per arm: the four mAPs, then two mean probabilities (see :func:`mean_probability`).
+FIGURE_KEYS = (*MAP_KEYS, "parent_score", "other_classes_score")
 #: Per clip, how many of the pretrained model's top classes outside the training vocabulary are followed.
 OTHER_CLASSES_TOP_K = 5
 METADATA_COLUMNS = ("file", "fold", "fsID", "class", "audioset_mids")
@@ -189,13 +206,19 @@ def score_run(model_dir: Path, test_manifest: Path, recipe: Recipe) -> Tuple[np.
     return logits, labels, ontology
 
 
-def other_classes_score(logits: np.ndarray, reference_logits: np.ndarray, vocabulary: np.ndarray) -> float:
-    """Mean probability ``logits`` give, per clip, to the ``OTHER_CLASSES_TOP_K`` classes outside ``vocabulary``
-    that ``reference_logits`` (the pretrained model) scores highest: what of the rest an arm still hears."""
+def mean_probability(logits: np.ndarray, selected: np.ndarray) -> float:
+    """Mean sigmoid of ``logits`` over the (clip, class) cells ``selected`` (an (N, C) bool mask)."""
+    return float(np.mean(1.0 / (1.0 + np.exp(-logits[selected].astype(np.float64)))))
+
+
+def top_other_classes(reference_logits: np.ndarray, vocabulary: np.ndarray) -> np.ndarray:
+    """(N, C) bool: per clip, the ``OTHER_CLASSES_TOP_K`` classes outside ``vocabulary`` that ``reference_logits``
+    (the pretrained model) scores highest; what it hears beyond the training labels (e.g. speech, traffic)."""
     outside = np.where(vocabulary, -np.inf, reference_logits)
     top = np.argpartition(-outside, OTHER_CLASSES_TOP_K - 1, axis=1)[:, :OTHER_CLASSES_TOP_K]
-    chosen = np.take_along_axis(logits.astype(np.float64), top, axis=1)
-    return float(np.mean(1.0 / (1.0 + np.exp(-chosen))))
+    selected = np.zeros(reference_logits.shape, dtype=bool)
+    np.put_along_axis(selected, top, True, axis=1)
+    return selected
 
 
 def _mean_std(values: List[Optional[float]]) -> Tuple[Optional[float], Optional[float]]:
@@ -209,7 +232,7 @@ def _mean_std(values: List[Optional[float]]) -> Tuple[Optional[float], Optional[
 def summarise_arm(arm: Arm, runs: List[dict], parents: List[int]) -> dict:
     """Mean and standard deviation over seeds of the figures and the per-class AP of one arm."""
     summary = {"title": arm.title, "train_flags": list(arm.train_flags or []), "seeds": [run["seed"] for run in runs], "runs": runs}
-    for key in (*MAP_KEYS, "other_classes_score"):
+    for key in FIGURE_KEYS:
         summary[key], summary[key + "_std"] = _mean_std([run[key] for run in runs])
     per_class = []
     for rows in zip(*(run["per_class"] for run in runs)):  # the same classes, in the same order, in every run
@@ -240,10 +263,13 @@ def run_experiment(data_dir, checkpoint, out, recipe: Recipe = Recipe(), *, audi
     reference_logits, references, ontology = score_run(pretrained, manifests["test"], recipe)
     train_clips = read_manifest(manifests["train"], ontology)
     vocabulary = train_clips.with_hlp(ontology).annotated_classes()  # the classes arm (d) trains on
-    leaves = np.flatnonzero(train_clips.annotated_classes())
-    ancestors = ontology.lookup_table()[leaves]
-    ancestors[np.arange(len(leaves)), leaves] = False  # the diagonal: a class is not its own parent
+    base_classes = np.flatnonzero(train_clips.annotated_classes())  # the UrbanSound8K classes' AudioSet classes
+    ancestors = ontology.lookup_table()[base_classes]
+    ancestors[np.arange(len(base_classes)), base_classes] = False  # the diagonal: a class is not its own parent
     parents = np.flatnonzero(ancestors.any(axis=0)).tolist()  # the HLP ancestors of the UrbanSound8K classes
+    present_parents = propagate_labels(references > 0, ontology)  # the ontology says the parent is present
+    present_parents[:, np.setdiff1d(np.arange(len(ontology)), parents)] = False
+    other_classes = top_other_classes(reference_logits, vocabulary)
 
     summaries = {}
     for arm in arms:
@@ -260,7 +286,8 @@ def run_experiment(data_dir, checkpoint, out, recipe: Recipe = Recipe(), *, audi
             per_class = [row for row in per_class_rows(metrics, ontology) if row["ap_hlp"] is not None]
             run = {"seed": seed, "checkpoint": str(model_dir.relative_to(out)), "train_seconds": round(seconds, 1)}
             run.update({key: metrics[key] for key in MAP_KEYS})
-            run["other_classes_score"] = other_classes_score(logits, reference_logits, vocabulary)
+            run["parent_score"] = mean_probability(logits, present_parents)
+            run["other_classes_score"] = mean_probability(logits, other_classes)
             run.update(per_class=per_class)
             runs.append(run)
         summaries[arm.name] = summarise_arm(arm, runs, parents)
@@ -288,15 +315,17 @@ def _figure(mean: Optional[float], std: Optional[float], seeds: int) -> str:
 
 
 def markdown_report(record: dict) -> str:
-    """The four mAPs and the other-classes score per arm (mean ± std over seeds), then per-class AP tables."""
+    """The figures of each arm (mean ± std over seeds), then per-class AP tables."""
     arms = record["arms"]
+    base, hlp = record["classes_with_positives"], record["classes_with_positives_hlp"]
     lines = [
-        "| arm | mAP, base labels | + post-HLP | mAP, HLP labels | + post-HLP | other classes heard |",
-        "| --- | --- | --- | --- | --- | --- |",
+        f"| arm | mAP, base labels ({base} classes) | + post-HLP | mAP, HLP labels ({hlp} classes) | + post-HLP "
+        "| parents where present | other classes heard |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
     ]
     for summary in arms.values():
         seeds = len(summary["runs"])
-        cells = [_figure(summary[key], summary[key + "_std"], seeds) for key in (*MAP_KEYS, "other_classes_score")]
+        cells = [_figure(summary[key], summary[key + "_std"], seeds) for key in FIGURE_KEYS]
         lines.append(f"| {summary['title']} | " + " | ".join(cells) + " |")
     recipe, clips = record["recipe"], record["clips"]
     lines += [
@@ -306,9 +335,10 @@ def markdown_report(record: dict) -> str:
         "(post-HLP off / on: the model's logits / raised to their descendants'). Fine-tuned arms: mean ± sample standard "
         f"deviation over seeds {', '.join(str(seed) for seed in recipe['seeds'])}; fold 2: {clips['train']} training clips, "
         f"{clips['validation']} validation clips (whole recordings) choosing the best of {recipe['epochs']} epochs on mAP, HLP "
-        f"labels. Other classes heard: per test clip, the mean probability an arm gives the {OTHER_CLASSES_TOP_K} classes "
-        f"outside the training vocabulary ({len(record['training_vocabulary'])} classes with HLP) that the pretrained model "
-        "scores highest.",
+        f"labels. Parents where present: the mean probability (post-HLP off) of the {len(record['parent_classes'])} parent "
+        "classes on the test clips where HLP says they are present. Other classes heard: per test clip, the mean "
+        f"probability an arm gives the {OTHER_CLASSES_TOP_K} classes outside the training vocabulary "
+        f"({len(record['training_vocabulary'])} classes with HLP) that the pretrained model scores highest.",
         "",
     ]
     for title, key, selected in (
