@@ -372,7 +372,7 @@ def plot_parent_ap(record: dict, path: Path) -> Path:
     rows = [position for position, row in enumerate(arms[0]["per_class"]) if row["parent"]]
     names = [arms[0]["per_class"][position]["name"] for position in rows]
     width = 0.8 / len(arms)
-    figure, axes = plt.subplots(1, 2, figsize=(12, 0.42 * len(rows) + 1.8), sharey=True)
+    figure, axes = plt.subplots(1, 2, figsize=(12, 0.42 * len(rows) + 2.2), sharey=True)
     for axis, key, title in ((axes[0], "ap_hlp", "post-HLP off"), (axes[1], "ap_hlp_post", "post-HLP on")):
         for number, summary in enumerate(arms):
             means = [summary["per_class"][position][key] or 0.0 for position in rows]
@@ -384,9 +384,9 @@ def plot_parent_ap(record: dict, path: Path) -> Path:
         axis.set_xlabel("average precision (UrbanSound8K fold 10)")
     axes[0].set_yticks(np.arange(len(rows)), labels=names)
     axes[0].invert_yaxis()
-    axes[1].legend(loc="lower right", fontsize=8)
+    figure.legend(*axes[0].get_legend_handles_labels(), loc="lower center", ncol=len(arms), fontsize=8, frameon=False)
     figure.suptitle("Parent classes after fine-tuning mn04 on leaf labels (mean ± std over seeds)", fontsize=11)
-    figure.tight_layout()
+    figure.tight_layout(rect=(0, 0.05, 1, 1))
     figure.savefig(path, dpi=110)
     plt.close(figure)
     return path
