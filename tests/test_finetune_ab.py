@@ -51,7 +51,9 @@ def experiment(urbansound8k, shared_data, tmp_path_factory):
         urbansound8k, shared_data / "models" / "efficientat_mn04_as" / "mn04_as_mAP_432.pt", out, recipe,
         audioset_dir=shared_data / "audioset",
     )
-    return out, record
+    yield out, record
+    # leave no single-process accelerate state behind: a later debug_launcher test forks from this process
+    reset_accelerate_state()
 
 
 def _manifest(path):
