@@ -251,6 +251,61 @@ def test_loss_is_bce_against_propagated_targets(hlp_model, audioset_ontology):
             hlp_model(inputs, labels=broken)
 
 
+def _output_layer(model) -> torch.nn.Linear:
+    layers = [m for m in model.classifier.modules() if isinstance(m, torch.nn.Linear) and m.out_features == model.config.num_labels]
+    assert len(layers) == 1
+    return layers[0]
+
+
+def test_loss_mask_takes_the_loss_over_the_kept_classes_only(hlp_model, audioset_ontology):
+    """Partial labels: masked classes are unknown (zero gradient to their head rows), not negative."""
+    inputs = _features(batch=4, seed=11)
+    child, parent = (int(i) for i in audioset_ontology.edges[0])
+    labels = torch.zeros(4, 527)
+    labels[0, child] = 1.0  # the parent's target comes from propagation (hlp_targets is on)
+    labels[1, 5] = 1.0
+    keep = torch.zeros(527, dtype=torch.bool)
+    keep[[child, parent, 5, 300]] = True  # 300: kept, a negative on every clip
+    masked = 400
+    assert not keep[masked]
+    hlp_model.zero_grad()
+    loss = hlp_model(inputs, labels=labels, loss_mask=keep).loss
+    loss.backward()
+    weight_grad, bias_grad = _output_layer(hlp_model).weight.grad, _output_layer(hlp_model).bias.grad
+    try:
+        # exactly zero for every masked class's head row, non-zero for the kept ones
+        assert torch.count_nonzero(weight_grad[~keep]) == 0 and torch.count_nonzero(bias_grad[~keep]) == 0
+        assert (weight_grad[keep].abs().sum(dim=1) > 0).all() and (bias_grad[keep] != 0).all()
+        with torch.no_grad():
+            # BCE over the kept classes, written out independently of F.binary_cross_entropy_with_logits
+            raw = hlp_model.backbone(inputs)[:, keep].double()
+            targets = torch.from_numpy(propagate_labels(labels.numpy(), audioset_ontology))[:, keep].double()
+            assert targets[0, keep.nonzero().flatten().tolist().index(parent)] == 1.0
+            expected = -(targets * torch.log(torch.sigmoid(raw)) + (1 - targets) * torch.log(1 - torch.sigmoid(raw))).mean()
+            assert abs(loss.item() - expected.item()) < 1e-5 * expected.item()
+            full = hlp_model(inputs, labels=labels).loss
+            assert not torch.isclose(full, loss)  # the mask changes the loss
+            # 0/1 masks are accepted; an all-True mask is the unmasked loss
+            assert torch.equal(hlp_model(inputs, labels=labels, loss_mask=keep.float()).loss, loss)
+            assert torch.equal(hlp_model(inputs, labels=labels, loss_mask=torch.ones(527, dtype=torch.bool)).loss, full)
+    finally:
+        hlp_model.zero_grad()
+
+
+@pytest.mark.parametrize(
+    "mask, message",
+    [
+        (torch.ones(526, dtype=torch.bool), r"loss_mask of shape \(526,\): expected one value per class, \(527,\)"),
+        (torch.ones(2, 527, dtype=torch.bool), r"loss_mask of shape \(2, 527\)"),
+        (torch.full((527,), 0.5), "loss_mask must be bool or 0/1 values"),
+        (torch.zeros(527, dtype=torch.bool), "loss_mask keeps no class"),
+    ],
+)
+def test_loss_mask_errors(hlp_model, mask, message):
+    with torch.no_grad(), pytest.raises(ValueError, match=message):
+        hlp_model(_features(batch=2), labels=torch.zeros(2, 527), loss_mask=mask)
+
+
 def test_shape_errors(hlp_model):
     with pytest.raises(ValueError, match=r"logits of shape \(2, 526\) have 526 classes on the last axis but the model has 527"):
         hlp_model.propagate_logits(torch.zeros(2, 526))

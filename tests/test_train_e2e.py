@@ -227,6 +227,46 @@ def test_linear_probing_trains_the_head_only(corpus, tmp_path):
     assert any(not torch.equal(trained[name], fresh[name]) for name in head)
 
 
+def test_loss_on_annotated_classes_leaves_the_other_head_rows_untouched(corpus, tmp_path):
+    """Partial labels on a corpus of tones only: with --hlp the vocabulary is low_tone, high_tone and their
+    parent tone; the head rows of noise, white_noise and buzz (unknown, not negative) do not move."""
+    import csv
+
+    from accelerate.utils import set_seed
+
+    from hlp_audio.modeling.modeling_hlp_audio import HLPAudioForAudioClassification
+    from hlp_audio.training import build_model
+
+    with open(corpus["train"], newline="") as handle:
+        rows = [row for row in csv.DictReader(handle) if "tone" in row["labels"]]
+    tones = corpus["folder"] / "tones.csv"
+    with open(tones, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=["audio", "labels"])
+        writer.writeheader()
+        writer.writerows(rows)
+    argv = train_args(corpus, tmp_path / "partial", "--epochs", "1", "--batch-size", "4", "--report-to", "none",
+                      "--loss-on-annotated-classes", "--weight-decay", "0")
+    argv[argv.index(str(corpus["train"]))] = str(tones)
+    run_train(argv)
+    recorded = json.loads((tmp_path / "partial" / "training_args.json").read_text())
+    assert recorded["loss_on_annotated_classes"] and recorded["annotated_classes"] == ["tone", "low_tone", "high_tone"]
+    trained = HLPAudioForAudioClassification.from_pretrained(tmp_path / "partial" / "final")
+    set_seed(7)  # train.py seeds with --seed before building the model: the same initial weights
+    fresh, _, _ = build_model(ontology=tone_noise_ontology(), backbone_type="efficientat", backbone_size="tiny")
+    output = [name for name, tensor in fresh.state_dict().items() if name.startswith("backbone.classifier.") and tensor.shape[0] == 6]
+    assert sorted(name.rsplit(".", 1)[1] for name in output) == ["bias", "weight"]
+    for name in output:
+        before, after = fresh.state_dict()[name], trained.state_dict()[name]
+        assert torch.equal(before[3:], after[3:]), name  # noise, white_noise, buzz
+        assert all(not torch.equal(before[i], after[i]) for i in range(3)), name  # tone, low_tone, high_tone
+
+    unlabelled = corpus["folder"] / "unlabelled.csv"
+    unlabelled.write_text("audio,labels\ntrain/clip_0000.wav,\"\"\n")
+    argv[argv.index(str(tones))] = str(unlabelled)
+    with pytest.raises(ValueError, match=r"--loss-on-annotated-classes: .*unlabelled.csv \(HLP\) has no label at all"):
+        run_train(argv)
+
+
 def _debug_worker(argv):
     train(parse_train_args(argv))
 

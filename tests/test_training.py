@@ -72,6 +72,16 @@ def test_csv_manifest_label_forms_audio_root_and_empty_labels(ontology, tmp_path
     assert read_manifest(indices, ontology, label_format="indices").labels.to_pylist() == [[4], [2, 0]]
 
 
+def test_annotated_classes_are_the_classes_with_a_positive_after_hlp_too(ontology, tmp_path):
+    path = _write_csv(tmp_path / "leaves.csv", 'audio,labels\na.wav,low_tone\nb.wav,"low_tone,buzz"\nc.wav,""\n')
+    manifest = read_manifest(path, ontology)
+    annotated = manifest.annotated_classes()
+    assert annotated.dtype == bool and annotated.shape == (len(LABELS),)
+    assert [LABELS[i] for i in np.flatnonzero(annotated)] == ["low_tone", "buzz"]
+    # with HLP the propagated parent joins the vocabulary; buzz is ambiguous and adds nothing
+    assert [LABELS[i] for i in np.flatnonzero(manifest.with_hlp(ontology).annotated_classes())] == ["tone", "low_tone", "buzz"]
+
+
 def test_tsv_and_custom_separator(ontology, tmp_path):
     path = _write_csv(tmp_path / "m.tsv", "audio\ttags\na.wav\tlow_tone;tone\n")
     manifest = read_manifest(path, ontology, labels_column="tags", label_separator=";")
@@ -577,6 +587,7 @@ def test_publish_an_audioset_model_renders_the_card_with_attribution(audioset_on
     for key in ("map", "map_post", "map_hlp", "map_hlp_post"):
         assert f"value: {metrics[key]}" in card
     assert "192 (48 per device x 1 accumulation x 4 process(es))" in card
+    assert "partial labels" not in card
     assert "class-balanced" in card and "100000 clips per epoch" in card
     assert b"secret" not in files["training_args.json"]
     # the pushed folder is a loadable model: same weights as the trained one
@@ -588,6 +599,18 @@ def test_publish_an_audioset_model_renders_the_card_with_attribution(audioset_on
     assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), reloaded.state_dict().values()))
     with pytest.raises(FileNotFoundError, match="no config.json"):
         publish_model(tmp_path, "me/x", api=api)
+
+
+def test_training_recipe_states_partial_label_training():
+    from hlp_audio.hub.publish import training_recipe
+
+    args = {"model_name_or_path": "mn04", "hlp": True, "epochs": 2, "batch_size": 32, "seed": 0}
+    assert training_recipe(args)["Loss"] == "binary cross-entropy on the logits before post-HLP"
+    partial = training_recipe({**args, "loss_on_annotated_classes": True, "annotated_classes": ["/m/0bt9lr", "/m/05tny_", "/m/0jbk"]})
+    assert partial["Loss"] == (
+        "binary cross-entropy on the logits before post-HLP, over the 3 classes the training labels annotate only "
+        "(partial labels: every other class is unknown, not negative)"
+    )
 
 
 def test_manifest_from_load_audioset_with_audio_files(audioset_ontology, audioset_dir, tmp_path):

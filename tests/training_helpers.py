@@ -1,4 +1,4 @@
-"""Generated audio for the training tests: a small tone / noise hierarchy with missing parent labels.
+"""Helpers of the training tests: generated audio (a small tone / noise hierarchy with missing parent labels), and a fresh accelerate state.
 
 Classes (ids, display names in brackets)::
 
@@ -27,6 +27,14 @@ LABELS = ["tone", "low_tone", "high_tone", "noise", "white_noise", "buzz"]
 NAMES = ["Tone", "Low tone", "High tone", "Noise", "White noise", "Buzz"]
 PARENTS = {"low_tone": ["tone"], "high_tone": ["tone"], "white_noise": ["noise"], "buzz": ["tone", "noise"]}
 KINDS = ["low_tone", "high_tone", "white_noise", "buzz"]
+
+
+def reset_accelerate_state() -> None:
+    """Accelerate keeps its process state in singletons: start every in-process run afresh."""
+    from accelerate.state import AcceleratorState, GradientState
+
+    AcceleratorState._reset_state(reset_partial_state=True)
+    GradientState._reset_state()
 
 
 def tone_noise_ontology() -> Ontology:

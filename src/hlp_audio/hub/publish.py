@@ -37,6 +37,11 @@ def training_recipe(args: dict) -> Dict[str, str]:
     if args.get("train_clips"):
         recipe["Training clips"] = f"{args['train_clips']:,}"
     recipe["Loss"] = "binary cross-entropy on the logits before post-HLP"
+    if args.get("loss_on_annotated_classes"):
+        recipe["Loss"] += (
+            f", over the {len(args.get('annotated_classes') or [])} classes the training labels annotate only "
+            "(partial labels: every other class is unknown, not negative)"
+        )
     processes = int(args.get("num_processes") or 1)
     effective = int(args.get("batch_size", 0)) * int(args.get("gradient_accumulation_steps", 1)) * processes
     recipe["Epochs"] = str(args.get("epochs"))

@@ -111,7 +111,8 @@ class HLPAudioForAudioClassification(HLPAudioPreTrainedModel):
       ``hierarchical_map`` metric applies post-HLP itself for its ``*_post`` figures);
     - ``loss`` when ``labels`` (batch, num_labels multi-hot, or soft targets in [0, 1]) are given: binary
       cross-entropy with logits, in float32, on the backbone's logits BEFORE post-HLP (post-HLP is an
-      inference step), against the labels propagated up the hierarchy first when ``config.hlp_targets`` is on.
+      inference step), against the labels propagated up the hierarchy first when ``config.hlp_targets`` is on;
+      with a ``loss_mask`` (num_labels,) only over the classes it keeps (partial labels, see :meth:`compute_loss`).
 
     ``config.post_hlp`` is read at every call, so it can be switched on a loaded model.
     """
@@ -171,11 +172,14 @@ class HLPAudioForAudioClassification(HLPAudioPreTrainedModel):
         labels: Optional[torch.Tensor] = None,
         attention_mask: Optional[torch.Tensor] = None,
         return_dict: Optional[bool] = None,
+        loss_mask: Optional[torch.Tensor] = None,
     ) -> Union[HLPAudioClassifierOutput, Tuple[torch.Tensor, ...]]:
         r"""
         input_values (`torch.FloatTensor`): features from the model's feature extractor, e.g. (batch, frames, mel bins)
             from `ASTFeatureExtractor` for an AST backbone.
         labels (`torch.Tensor` of shape `(batch_size, num_labels)`, *optional*): multi-hot (or soft) targets.
+        loss_mask (`torch.Tensor` of shape `(num_labels,)`, *optional*): the classes the loss is taken over (see
+            `compute_loss`); the others are unknown, not negative.
         attention_mask: accepted for pipeline compatibility and ignored (inputs have a fixed length).
         """
         if input_values is None:
@@ -184,14 +188,22 @@ class HLPAudioForAudioClassification(HLPAudioPreTrainedModel):
         logits = self.propagate_logits(raw_logits) if self.config.post_hlp else raw_logits
         # Post-HLP is an inference-time step (as in the paper): the loss is taken on the raw logits, so
         # training does not depend on post_hlp and every class gets its own gradient.
-        loss = self.compute_loss(raw_logits, labels) if labels is not None else None
+        loss = self.compute_loss(raw_logits, labels, loss_mask) if labels is not None else None
         return_dict = return_dict if return_dict is not None else self.config.return_dict
         if not return_dict:  # with the HF Trainer, predictions are (logits, raw_logits)
             return (loss, logits, raw_logits) if loss is not None else (logits, raw_logits)
         return HLPAudioClassifierOutput(loss=loss, logits=logits, raw_logits=raw_logits)
 
-    def compute_loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        """Binary cross-entropy with logits (float32) against ``labels``, HLP-propagated when ``config.hlp_targets``."""
+    def compute_loss(
+        self, logits: torch.Tensor, labels: torch.Tensor, loss_mask: Optional[torch.Tensor] = None
+    ) -> torch.Tensor:
+        """Binary cross-entropy with logits (float32) against ``labels``, HLP-propagated when ``config.hlp_targets``.
+
+        ``loss_mask`` (num_labels,), bool or 0/1: partial-label training. The loss is the mean over the
+        kept classes only (every clip, every class whose mask is true); the other classes are "unknown"
+        rather than negative, so they give the logits exactly zero gradient. Targets are propagated
+        before masking, so an ancestor that is kept gets its propagated target.
+        """
         if tuple(labels.shape) != tuple(logits.shape):
             raise ValueError(
                 f"labels of shape {tuple(labels.shape)} do not match the logits {tuple(logits.shape)}: expected "
@@ -205,7 +217,26 @@ class HLPAudioForAudioClassification(HLPAudioPreTrainedModel):
             )
         if self.config.hlp_targets:
             targets = self.propagate_targets(targets)
-        return F.binary_cross_entropy_with_logits(logits.float(), targets)
+        logits = logits.float()
+        if loss_mask is not None:
+            keep = self._check_loss_mask(loss_mask).to(logits.device)
+            logits, targets = logits[..., keep], targets[..., keep]
+        return F.binary_cross_entropy_with_logits(logits, targets)
+
+    def _check_loss_mask(self, loss_mask: torch.Tensor) -> torch.Tensor:
+        """``loss_mask`` as a bool tensor (num_labels,), or a ValueError naming what is wrong with it."""
+        loss_mask = torch.as_tensor(loss_mask)
+        if tuple(loss_mask.shape) != (self.config.num_labels,):
+            raise ValueError(
+                f"loss_mask of shape {tuple(loss_mask.shape)}: expected one value per class, ({self.config.num_labels},)"
+            )
+        if loss_mask.dtype != torch.bool:
+            if not ((loss_mask == 0) | (loss_mask == 1)).all():
+                raise ValueError("loss_mask must be bool or 0/1 values (1: the class counts in the loss)")
+            loss_mask = loss_mask.bool()
+        if not loss_mask.any():
+            raise ValueError("loss_mask keeps no class: the loss would be empty")
+        return loss_mask
 
 
 HLPAudioForAudioClassification.register_for_auto_class("AutoModelForAudioClassification")

@@ -25,7 +25,14 @@ from .checkpoints import TrainingProgress, save_trained_model
 from .audio_check import audio_problems, checked_manifest
 from .clips import AudioClipDataset, collate_clips, crop_or_pad
 from .columns import AudioColumn, SourceError
-from .evaluation import build_evaluate_parser, evaluate_model, markdown_table, plot_ap_change
+from .evaluation import (
+    build_evaluate_parser,
+    evaluate_model,
+    markdown_table,
+    per_class_rows,
+    plot_ap_change,
+    predict_saved_model,
+)
 from .manifests import Manifest, ManifestError, add_manifest_arguments, manifest_options, multi_hot, read_manifest
 from .models import build_front_end, build_model, feature_axes, predict
 from .optimization import build_lr_scheduler, build_optimizer
@@ -68,8 +75,10 @@ __all__ = [
     "mixup",
     "multi_hot",
     "parse_train_args",
+    "per_class_rows",
     "plot_ap_change",
     "predict",
+    "predict_saved_model",
     "read_manifest",
     "save_trained_model",
     "seed_everything_for_step",

@@ -81,6 +81,13 @@ def build_train_parser() -> argparse.ArgumentParser:
 
     recipe = parser.add_argument_group("recipe")
     recipe.add_argument("--hlp", action="store_true", help="train on HLP-propagated labels (label pre-processing)")
+    recipe.add_argument(
+        "--loss-on-annotated-classes", action="store_true",
+        help="partial labels: take the loss only over the classes the training labels annotate (a positive in the "
+        "training manifest; with --hlp, after propagation, so their ancestors too); every other class is unknown, "
+        "not negative, and its head row gets no gradient (AdamW's weight decay still shrinks it: --weight-decay 0 "
+        "leaves it exactly as it was)",
+    )
     recipe.add_argument("--epochs", type=int, default=10)
     recipe.add_argument("--batch-size", type=int, default=32, help="per device")
     recipe.add_argument("--eval-batch-size", type=int, help="per device (default: --batch-size)")

@@ -119,6 +119,13 @@ class MapTrainData:
     def before_checkpoint(self, accelerator) -> None:
         pass
 
+    def annotated_classes(self):
+        """The classes the training labels annotate (after HLP with ``--hlp``): the partial-label loss mask."""
+        annotated = self.manifest.annotated_classes()
+        if not annotated.any():
+            raise ValueError(f"--loss-on-annotated-classes: {self.manifest.source} has no label at all")
+        return annotated
+
 
 class StreamTrainData:
     """Training batches of a stream: each process reads its own shards; ``epoch_size`` clips make an epoch."""
@@ -162,6 +169,13 @@ class StreamTrainData:
 
     def before_checkpoint(self, accelerator) -> None:
         self.checkpoint.gather(accelerator)
+
+    def annotated_classes(self):
+        raise SourceError(
+            f"{self.source.where}: --loss-on-annotated-classes needs the classes the training labels annotate, which a "
+            "stream does not know before it is read: drop --streaming (the split is then prepared once and "
+            "memory-mapped)"
+        )
 
 
 def train_data(args, ontology, sampling_rate: int, accelerator, report: Optional[Path] = None):

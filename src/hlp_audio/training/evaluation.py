@@ -28,7 +28,7 @@ from .data import SOURCE_HELP, add_data_arguments, check_clip_count, eval_loader
 from .models import build_front_end, predict
 from .skipped import SkippedClips
 
-__all__ = ["build_evaluate_parser", "evaluate_model", "markdown_table", "plot_ap_change"]
+__all__ = ["build_evaluate_parser", "evaluate_model", "markdown_table", "per_class_rows", "plot_ap_change", "predict_saved_model"]
 
 
 def build_evaluate_parser() -> argparse.ArgumentParser:
@@ -128,31 +128,40 @@ def _none_if_nan(value):
     return None if value is None or (isinstance(value, float) and not math.isfinite(value)) else value
 
 
-def evaluate_model(args: argparse.Namespace) -> dict:
-    """Evaluate from parsed options (:func:`build_evaluate_parser`); returns the figures and per-class rows."""
-    accelerator = Accelerator(mixed_precision=args.mixed_precision)
-    model = HLPAudioForAudioClassification.from_pretrained(args.model, dtype=torch.float32)
-    feature_extractor = AutoFeatureExtractor.from_pretrained(args.model)
+def predict_saved_model(model_dir, options: argparse.Namespace, accelerator: Accelerator, *, report: Optional[Path] = None):
+    """Load a saved tagger and score every clip of ``options.data`` (read with the model's ontology).
+
+    ``options`` are parsed :func:`build_evaluate_parser` options (source, config, split, streaming,
+    columns, clip length, batch size, workers). Returns ``(logits, references, ontology, post_hlp,
+    num_skipped)``: (N, C) logits before post-HLP, the source's (N, C) multi-hot labels, the model's
+    :class:`Ontology`, its ``config.post_hlp``, and the clips skipped with ``--skip-bad-audio``
+    (listed in ``report``).
+    """
+    model = HLPAudioForAudioClassification.from_pretrained(model_dir, dtype=torch.float32)
+    feature_extractor = AutoFeatureExtractor.from_pretrained(model_dir)
     if model.config.ontology is None:
-        raise SystemExit(f"{args.model}: the config has no ontology; HLP references cannot be built")
+        raise SystemExit(f"{model_dir}: the config has no ontology; HLP references cannot be built")
     ontology = Ontology.from_dict(model.config.ontology)
-    skipped = SkippedClips(Path(args.out or ".") / "skipped_clips.jsonl", accelerator)
+    skipped = SkippedClips(report or Path("skipped_clips.jsonl"), accelerator)
     loader = eval_loader(
-        args.data, args.config, args.split, args, ontology, int(feature_extractor.sampling_rate), args.clip_seconds,
-        args.batch_size, accelerator, report=skipped.path if args.out else None,
+        options.data, options.config, options.split, options, ontology, int(feature_extractor.sampling_rate),
+        options.clip_seconds, options.batch_size, accelerator, report=report,
     )
     model = accelerator.prepare(model)
     front_end = build_front_end(accelerator.unwrap_model(model), feature_extractor).to(accelerator.device)
-    logits, labels = predict(model, loader, front_end, accelerator, progress=not args.no_progress, skipped=skipped.current)
-    num_skipped = skipped.report(f"evaluation of {args.data}")
+    logits, labels = predict(model, loader, front_end, accelerator, progress=not options.no_progress, skipped=skipped.current)
+    num_skipped = skipped.report(f"evaluation of {options.data}")
     check_clip_count(loader, len(logits), num_skipped)
-    metrics = compute_hierarchical_map(logits, labels, ontology, return_per_class=True)
-    metrics["num_skipped"] = num_skipped
+    return logits, labels, ontology, bool(accelerator.unwrap_model(model).config.post_hlp), num_skipped
 
+
+def per_class_rows(metrics: dict, ontology: Ontology) -> List[dict]:
+    """Pop the per-class arrays of ``compute_hierarchical_map(..., return_per_class=True)`` into one row per class:
+    index, label, name, receiving, and the AP on AS-Base / AS-HLP with post-HLP off / on and the AUC (None: no positives)."""
     receiving = set(metrics.pop("receiving_classes"))
     per_class_keys = ("ap_per_class", "ap_hlp_per_class", "ap_post_per_class", "ap_hlp_post_per_class", "auc_per_class")
     columns = {key: metrics.pop(key) for key in per_class_keys}
-    per_class = [
+    return [
         {
             "index": index,
             "label": ontology.labels[index],
@@ -162,6 +171,16 @@ def evaluate_model(args: argparse.Namespace) -> dict:
         }
         for index in range(len(ontology))
     ]
+
+
+def evaluate_model(args: argparse.Namespace) -> dict:
+    """Evaluate from parsed options (:func:`build_evaluate_parser`); returns the figures and per-class rows."""
+    accelerator = Accelerator(mixed_precision=args.mixed_precision)
+    report = Path(args.out) / "skipped_clips.jsonl" if args.out else None
+    logits, labels, ontology, post_hlp, num_skipped = predict_saved_model(args.model, args, accelerator, report=report)
+    metrics = compute_hierarchical_map(logits, labels, ontology, return_per_class=True)
+    metrics["num_skipped"] = num_skipped
+    per_class = per_class_rows(metrics, ontology)
     summary = {key: _none_if_nan(value) for key, value in metrics.items()}
     table = markdown_table(metrics)
     if accelerator.is_main_process:
@@ -169,7 +188,6 @@ def evaluate_model(args: argparse.Namespace) -> dict:
         if args.out:
             out = Path(args.out)
             out.mkdir(parents=True, exist_ok=True)
-            post_hlp = bool(accelerator.unwrap_model(model).config.post_hlp)
             source = {"data": str(args.data), "config": args.config, "split": args.split, "streaming": args.streaming}
             record = {"model": str(args.model), **source, "post_hlp": post_hlp, **summary, "per_class": per_class}
             (out / "metrics.json").write_text(json.dumps(record, indent=2))

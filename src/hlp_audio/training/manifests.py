@@ -82,6 +82,12 @@ class Manifest:
         clip = None if self.ids is None else self.ids[int(row)].as_py()
         return f"row {row}" + (f" (id {clip})" if clip is not None else "")
 
+    def annotated_classes(self) -> np.ndarray:
+        """(C,) bool: the classes with at least one positive, the label vocabulary of these clips."""
+        annotated = np.zeros(self.num_classes, dtype=bool)
+        annotated[list_offsets_and_values(self.labels)[1].to_numpy(zero_copy_only=False)] = True
+        return annotated
+
     def multi_hot(self, dtype=np.float32) -> np.ndarray:
         """Dense (N, C) targets. Memory grows as N * C: use the data set for large manifests."""
         return multi_hot(self.labels, self.num_classes, dtype=dtype)

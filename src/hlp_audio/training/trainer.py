@@ -116,6 +116,9 @@ def train(args: argparse.Namespace) -> dict:
     # the data is checked before anything is trained (a missing or undecodable clip fails now, not hours in)
     skipped = SkippedClips(output_dir / "skipped_clips.jsonl", accelerator)
     train_data = build_train_data(args, ontology, sampling_rate, accelerator, report=skipped.path)
+    loss_mask = None
+    if args.loss_on_annotated_classes:  # after HLP: the vocabulary includes the propagated ancestors
+        loss_mask = torch.from_numpy(train_data.annotated_classes())
     eval_loader = None
     if args.eval_data:
         eval_loader = build_eval_loader(
@@ -146,6 +149,9 @@ def train(args: argparse.Namespace) -> dict:
         name = Path(source).name if Path(source).exists() else source  # a Hub id is a fine name
         run_record["eval_name"] = name + (f" [{args.eval_split}]" if args.eval_split else "")
     run_record.pop("hub_token")  # never written to disk
+    if loss_mask is not None:
+        loss_mask = loss_mask.to(accelerator.device)
+        run_record["annotated_classes"] = [ontology.labels[i] for i in torch.nonzero(loss_mask).flatten().tolist()]
     best_metric = args.best_metric or ("map_hlp" if args.hlp else "map") + ("_post" if args.post_hlp else "")
 
     if args.resume:
@@ -239,7 +245,7 @@ def train(args: argparse.Namespace) -> dict:
                         )
                     if args.mixup:
                         features, targets = mixup(features, targets, args.mixup, rng)
-                loss = model(input_values=features, labels=targets).loss
+                loss = model(input_values=features, labels=targets, loss_mask=loss_mask).loss
                 accelerator.backward(loss)
                 if accelerator.sync_gradients and args.max_grad_norm:
                     accelerator.clip_grad_norm_(model.parameters(), args.max_grad_norm)
