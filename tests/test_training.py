@@ -287,6 +287,8 @@ def test_class_balanced_sampler_draws_rare_classes_more_often_and_is_epoch_seede
         ClassBalancedSampler(np.r_[np.zeros(5), np.ones(3)], num_samples=4)
     with pytest.raises(ValueError, match="finite"):
         ClassBalancedSampler([1.0, np.nan])
+    with pytest.raises(ValueError, match="every one of the 3 sampling weights is 0"):
+        ClassBalancedSampler(np.zeros(3))
 
 
 def test_shuffle_sampler_is_a_seeded_permutation():

@@ -86,6 +86,8 @@ class MapTrainData:
         if args.hlp:  # before mixup: a mix of propagated labels, not a propagated mix
             manifest = manifest.with_hlp(ontology)
         self.manifest, self.clips = manifest, len(manifest)
+        if args.loss_on_annotated_classes:  # checked before the sampler, which has nothing to draw without labels either
+            self.annotated_classes()
         self.dataset = AudioClipDataset(
             manifest, sampling_rate=sampling_rate, clip_seconds=args.clip_seconds, random_crop=True, seed=args.seed,
             skip_bad_audio=args.skip_bad_audio,

@@ -87,6 +87,8 @@ class ClassBalancedSampler(ShuffleSampler):
         if not torch.isfinite(weights).all() or (weights < 0).any():
             raise ValueError("weights must be finite and >= 0")
         positive = int((weights > 0).sum())
+        if positive == 0:
+            raise ValueError(f"every one of the {weights.numel()} sampling weights is 0 (no clip has a label): nothing to draw")
         num_samples = positive if num_samples is None else int(num_samples)
         if num_samples <= 0:
             raise ValueError(f"num_samples must be positive, got {num_samples}")
