@@ -109,6 +109,11 @@ def test_whole_training_on_the_webdataset_copy(replicas, shared_data, tmp_path):
     results = run_train(argv)
     assert results["global_step"] == 3 and results["history"][0]["num_samples"] == 8
     streamed = argv[: argv.index("--balanced-sampler")] + ["--streaming", "--epochs", "1"]
+    # what a stream cannot know before it is read: the class weights and the annotated classes
+    with pytest.raises(SourceError, match=r"confit \[20k/train\]: --balanced-sampler draws clips at random"):
+        run_train(streamed + ["--balanced-sampler"])
+    with pytest.raises(SourceError, match=r"confit \[20k/train\]: --loss-on-annotated-classes needs the classes"):
+        run_train(streamed + ["--loss-on-annotated-classes"])
     streamed[streamed.index("20k")] = "2m"  # not prepared in this cache: nothing tells its size
     with pytest.raises(SourceError, match=r"confit \[2m/train\]: its dataset card does not give the number of clips; pass --epoch-size"):
         run_train(streamed)
