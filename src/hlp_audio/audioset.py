@@ -209,16 +209,6 @@ def _download(spec: AudioSetFile, cache: Path, url: Optional[str]) -> Path:
     return target
 
 
-def sha256_of(path: PathLike) -> str:
-    """sha256 of a file's content, of the uncompressed bytes for ``.gz`` files."""
-    digest = hashlib.sha256()
-    opener = gzip.open if str(path).endswith(".gz") else open
-    with opener(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _read_bytes(path: PathLike) -> bytes:
     try:
         if str(path).endswith(".gz"):
