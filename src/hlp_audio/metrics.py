@@ -10,7 +10,6 @@ ranked once for all four mAPs, and each score matrix is ranked once for both lab
 from __future__ import annotations
 
 import json
-import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
