@@ -47,6 +47,7 @@ __all__ = [
     "read_class_labels",
     "read_segments",
     "load_segments",
+    "split_names",
     "read_text",
     "official_name",
 ]
@@ -415,6 +416,11 @@ def _parse_seconds(path, fields, position, line_numbers, rows) -> np.ndarray:
         raise
 
 
+def split_names(splits: Optional[Union[str, Sequence[str]]]) -> List[str]:
+    """The splits that ``splits`` names: one name, a list of names, or ``None`` (all three)."""
+    return list(SPLITS) if splits is None else [splits] if isinstance(splits, str) else list(splits)
+
+
 def load_segments(
     splits: Optional[Union[str, Sequence[str]]],
     ontology,
@@ -424,7 +430,7 @@ def load_segments(
     verify: bool = True,
 ) -> Dict[str, Segments]:
     """Read the segment CSVs of the named splits (one name, a list, or ``None``: all three) against an ontology."""
-    splits = list(SPLITS) if splits is None else [splits] if isinstance(splits, str) else list(splits)
+    splits = split_names(splits)
     paths = dict(paths or {})
     result = {}
     for split in splits:

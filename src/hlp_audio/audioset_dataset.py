@@ -19,7 +19,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from .audioset import SPLITS, Segments, load_segments
+from .audioset import Segments, load_segments, split_names
 from .ontology import Ontology
 from .propagation import propagate_labels
 
@@ -252,9 +252,7 @@ def load_audioset(
 
     if missing not in ("drop", "keep", "raise"):
         raise ValueError(f"missing must be 'drop', 'keep' or 'raise', got {missing!r}")
-    if isinstance(splits, str):
-        splits = [splits]
-    splits = list(SPLITS) if splits is None else list(splits)
+    splits = split_names(splits)
     if ontology is None:
         ontology = Ontology.from_audioset(audioset_dir=audioset_dir, verify=verify)
     segments = load_segments(splits, ontology, audioset_dir=audioset_dir, verify=verify)
