@@ -269,7 +269,7 @@ def load_audioset(
     for split in splits:
         audio[split] = found.slice(start, len(segments[split]))
         start += len(segments[split])
-    if sum(len(paths) - paths.null_count for paths in audio.values()) == 0 and sum(map(len, audio.values())):
+    if len(found) and found.null_count == len(found):
         raise AudioMatchError(
             f"no audio file in {audio_dir} matches a clip of {splits}; files must be named "
             f"<YTID>.<ext> or <YTID>_<anything>.<ext> with ext in {list(extensions)}"
