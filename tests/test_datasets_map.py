@@ -377,6 +377,20 @@ def test_bad_arguments_and_columns(audioset_ontology):
         hlp_propagate(["not", "an", "ontology"])
 
 
+def test_one_function_on_tables_of_different_schemas_reads_each_schema(audioset_ontology):
+    """What the schema metadata says of the column (a ClassLabel or not) is cached with that metadata, never
+    carried over from the table seen last."""
+    fn = hlp_propagate(audioset_ontology)
+    features = Features({"labels": List(ClassLabel(names=list(audioset_ontology.names)), length=2)})
+    class_labels = Dataset.from_dict({"labels": [[0, 1]]}, features=features).data.table
+    plain = pa.table({"labels": pa.array([[0, 1]], pa.list_(pa.int64(), 2))})
+    for table in (class_labels, plain, class_labels):
+        # ClassLabel values are class indices (a fixed-length list cannot grow); plain fixed-length integers multi-hot
+        message = "fixed-length list" if table is class_labels else "multi-hot vector of length 2"
+        with pytest.raises(HLPInputError, match=message):
+            fn(table)
+
+
 # ---------------------------------------------------------------------------- load_audioset
 def _header_counts(path):
     with open(path) as handle:

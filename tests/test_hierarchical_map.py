@@ -1,15 +1,12 @@
 """The ``hierarchical_map`` evaluate module: behaviour, loading (fresh subprocesses, offline), Space, accelerate."""
 
 import ast
-import importlib.util
 import json
 import os
 import shutil
-import site
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -19,7 +16,7 @@ import torch
 
 from hlp_audio import load_segments
 from hlp_audio.hierarchical_map import MODULE_PATH, HierarchicalMAP
-from hlp_audio.registration import CACHED_METRIC_NAME, evaluate_modules_cache, register_evaluate_metric
+from hlp_audio.registration import CACHED_METRIC_NAME, register_evaluate_metric
 from hlp_audio.hierarchical_map import hierarchical_map as metric_script
 from hlp_audio.hierarchical_map.space import SPACE_FILES, build_space_folder
 from hlp_audio.metrics import PER_CLASS_KEYS, RESULT_KEYS, MetricInputError, compute_hierarchical_map

@@ -47,6 +47,7 @@ __all__ = [
     "read_class_labels",
     "read_segments",
     "load_segments",
+    "split_names",
     "read_text",
     "official_name",
 ]
@@ -209,16 +210,6 @@ def _download(spec: AudioSetFile, cache: Path, url: Optional[str]) -> Path:
     return target
 
 
-def sha256_of(path: PathLike) -> str:
-    """sha256 of a file's content, of the uncompressed bytes for ``.gz`` files."""
-    digest = hashlib.sha256()
-    opener = gzip.open if str(path).endswith(".gz") else open
-    with opener(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _read_bytes(path: PathLike) -> bytes:
     try:
         if str(path).endswith(".gz"):
@@ -357,16 +348,16 @@ def read_segments(path: PathLike, ontology, *, verify: bool = True) -> Segments:
     keep = pc.invert(pc.or_(pc.starts_with(lines, "#"), pc.equal(pc.utf8_trim_whitespace(lines), "")))
     rows = lines.filter(keep)
     line_numbers = line_numbers[np.asarray(keep.to_numpy(zero_copy_only=False), dtype=bool)]
+    if not len(rows):
+        raise AudioSetFileError(f"{path}: no segments (an empty or header-only file)")
     fields = pc.split_pattern(rows, ", ", max_splits=3)
     counts = pc.list_value_length(fields).to_numpy(zero_copy_only=False)
-    if len(rows) and (counts != 4).any():
+    if (counts != 4).any():
         bad = int(np.flatnonzero(counts != 4)[0])
         raise AudioSetFileError(
             f"{path}, line {line_numbers[bad]}: expected 4 fields 'YTID, start, end, \"labels\"', "
             f"got {counts[bad]}: {rows[bad].as_py()!r}"
         )
-    if not len(rows):
-        raise AudioSetFileError(f"{path}: no segments (an empty or header-only file)")
     ytid = pc.list_element(fields, 0)
     empty_ytid = pc.equal(pc.utf8_length(pc.utf8_trim_whitespace(ytid)), 0).to_numpy(zero_copy_only=False)
     if empty_ytid.any():
@@ -374,12 +365,12 @@ def read_segments(path: PathLike, ontology, *, verify: bool = True) -> Segments:
         raise AudioSetFileError(f"{path}, line {line_numbers[bad]}: empty YTID")
     start = _parse_seconds(path, fields, 1, line_numbers, rows)
     end = _parse_seconds(path, fields, 2, line_numbers, rows)
-    raw_labels = pc.list_element(fields, 3) if len(rows) else pa.array([], pa.string())
+    raw_labels = pc.list_element(fields, 3)
     quoted = pc.and_(pc.starts_with(raw_labels, '"'), pc.ends_with(raw_labels, '"'))
     quoted_np = quoted.to_numpy(zero_copy_only=False).astype(bool) & (
         pc.utf8_length(raw_labels).to_numpy(zero_copy_only=False) >= 2
     )
-    if len(rows) and not quoted_np.all():
+    if not quoted_np.all():
         bad = int(np.flatnonzero(~quoted_np)[0])
         raise AudioSetFileError(
             f"{path}, line {line_numbers[bad]}: the label list must be double-quoted, got {raw_labels[bad].as_py()!r}"
@@ -425,6 +416,11 @@ def _parse_seconds(path, fields, position, line_numbers, rows) -> np.ndarray:
         raise
 
 
+def split_names(splits: Optional[Union[str, Sequence[str]]]) -> List[str]:
+    """The splits that ``splits`` names: one name, a list of names, or ``None`` (all three)."""
+    return list(SPLITS) if splits is None else [splits] if isinstance(splits, str) else list(splits)
+
+
 def load_segments(
     splits: Optional[Union[str, Sequence[str]]],
     ontology,
@@ -434,7 +430,7 @@ def load_segments(
     verify: bool = True,
 ) -> Dict[str, Segments]:
     """Read the segment CSVs of the named splits (one name, a list, or ``None``: all three) against an ontology."""
-    splits = list(SPLITS) if splits is None else [splits] if isinstance(splits, str) else list(splits)
+    splits = split_names(splits)
     paths = dict(paths or {})
     result = {}
     for split in splits:

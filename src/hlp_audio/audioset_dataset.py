@@ -19,7 +19,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from .audioset import SPLITS, Segments, load_segments
+from .audioset import Segments, load_segments, split_names
 from .ontology import Ontology
 from .propagation import propagate_labels
 
@@ -252,9 +252,7 @@ def load_audioset(
 
     if missing not in ("drop", "keep", "raise"):
         raise ValueError(f"missing must be 'drop', 'keep' or 'raise', got {missing!r}")
-    if isinstance(splits, str):
-        splits = [splits]
-    splits = list(SPLITS) if splits is None else list(splits)
+    splits = split_names(splits)
     if ontology is None:
         ontology = Ontology.from_audioset(audioset_dir=audioset_dir, verify=verify)
     segments = load_segments(splits, ontology, audioset_dir=audioset_dir, verify=verify)
@@ -271,7 +269,7 @@ def load_audioset(
     for split in splits:
         audio[split] = found.slice(start, len(segments[split]))
         start += len(segments[split])
-    if sum(len(paths) - paths.null_count for paths in audio.values()) == 0 and sum(map(len, audio.values())):
+    if len(found) and found.null_count == len(found):
         raise AudioMatchError(
             f"no audio file in {audio_dir} matches a clip of {splits}; files must be named "
             f"<YTID>.<ext> or <YTID>_<anything>.<ext> with ext in {list(extensions)}"

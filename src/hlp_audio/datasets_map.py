@@ -88,8 +88,10 @@ class HLPPropagate:
         self.column = column
         self.output_column = output_column
         self.label_format = label_format
-        self._metadata_cache: Tuple[Optional[bytes], Optional[bytes], Optional[List[str]]] = (None, None, None)
-        self._column_is_class_label = False
+        # (input metadata, output metadata, ClassLabel names to map through, column is a ClassLabel)
+        self._metadata_cache: Tuple[Optional[bytes], Optional[bytes], Optional[List[str]], bool] = (
+            None, None, None, False,
+        )
 
     @property
     def target_column(self) -> str:
@@ -155,8 +157,8 @@ class HLPPropagate:
     def _call_table(self, table: pa.Table, indices) -> pa.Table:
         if self.column not in table.column_names:
             raise KeyError(f"column {self.column!r} not found; the columns are {table.column_names}")
-        metadata, class_label_names = self._schema_metadata(table.schema)
-        result = self._propagate(table.column(self.column), indices, class_label_names, self._column_is_class_label)
+        metadata, class_label_names, is_class_label = self._schema_metadata(table.schema)
+        result = self._propagate(table.column(self.column), indices, class_label_names, is_class_label)
         field = pa.field(self.target_column, result.type)
         if self.target_column in table.column_names:
             table = table.set_column(table.column_names.index(self.target_column), field, result)
@@ -166,29 +168,30 @@ class HLPPropagate:
             table = table.replace_schema_metadata(metadata)
         return table
 
-    def _schema_metadata(self, schema: pa.Schema) -> Tuple[Optional[dict], Optional[List[str]]]:
-        """The schema metadata for the output table (None: keep it) and the ClassLabel names of the input column
-        when they are not the ontology's own order (None otherwise). Cached on the metadata bytes, which repeat
-        for every batch."""
+    def _schema_metadata(self, schema: pa.Schema) -> Tuple[Optional[dict], Optional[List[str]], bool]:
+        """The schema metadata for the output table (None: keep it), the ClassLabel names of the input column
+        when they are not the ontology's own order (None otherwise), and whether the column is a ClassLabel.
+        Cached on the metadata bytes, which repeat for every batch."""
         raw = (schema.metadata or {}).get(b"huggingface")
-        cached_raw, cached_new, cached_names = self._metadata_cache
-        if raw is not None and raw == cached_raw:
-            return (None if cached_new is None else {**schema.metadata, b"huggingface": cached_new}), cached_names
+        if raw is None or raw != self._metadata_cache[0]:
+            self._metadata_cache = (raw, *self._read_features(schema, raw))
+        _, new_raw, names, is_class_label = self._metadata_cache
+        return (None if new_raw is None else {**schema.metadata, b"huggingface": new_raw}), names, is_class_label
+
+    def _read_features(self, schema: pa.Schema, raw: Optional[bytes]):
         features = _feature_dicts(schema)
         if features is None or self.column not in features:
-            self._column_is_class_label = False
-            return None, None
+            return None, None, False
         names = _class_label_names(features[self.column])
-        self._column_is_class_label = names is not None
-        if names is not None and list(names) in (list(self.ontology.names), list(self.ontology.labels)):
+        is_class_label = names is not None
+        if is_class_label and list(names) in (list(self.ontology.names), list(self.ontology.labels)):
             names = None  # the ontology's own numbering: nothing to map
         new_raw = None
         if self.target_column != self.column:
             info = json.loads(raw)
             info["info"]["features"][self.target_column] = features[self.column]
             new_raw = json.dumps(info).encode()
-        self._metadata_cache = (raw, new_raw, names)
-        return (None if new_raw is None else {**schema.metadata, b"huggingface": new_raw}), names
+        return new_raw, names, is_class_label
 
     def _call_mapping(self, batch: Mapping, indices) -> dict:
         if self.column not in batch:

@@ -10,7 +10,6 @@ ranked once for all four mAPs, and each score matrix is ranked once for both lab
 from __future__ import annotations
 
 import json
-import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -151,8 +150,8 @@ def compute_hierarchical_map(
         ``map_hlp`` (AS-HLP: references propagated), ``map_post`` (scores post-HLP'd),
         ``map_hlp_post`` (both), the same four over the receiving classes only (``*_receiving``),
         ``auc`` / ``d_prime`` (mean ROC AUC on the original references and raw scores, and its
-        d-prime: ``None`` when the mean AUC is 0 or 1, where d' is infinite, or undefined;
-        d-prime), and counts. Means leave out classes without positives.
+        d-prime: ``None`` when the mean AUC is 0 or 1, where d' is infinite, or undefined), and
+        counts. Means leave out classes without positives.
 
     Post-HLP changes only the receiving classes' scores and propagation adds positives only in
     receiving classes, so the other classes' APs are computed once and shared by all four means;

@@ -16,7 +16,6 @@ import pyarrow as pa
 
 from .labels import (
     HLPInputError,
-    LabelEncoder,
     check_label_format,
     list_offsets_and_values,
     resolve_label_format,

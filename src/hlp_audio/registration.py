@@ -29,16 +29,18 @@ import tempfile
 from pathlib import Path
 from typing import Optional
 
+from .hierarchical_map import MODULE_NAME as METRIC_NAME
+from .hierarchical_map import MODULE_PATH
+
 __all__ = ["register", "register_with_transformers", "register_evaluate_metric", "evaluate_modules_cache"]
 
 logger = logging.getLogger(__name__)
 
-METRIC_NAME = "hierarchical_map"
 #: the name evaluate resolves ``evaluate.load("hierarchical_map")`` to in its module cache
 CACHED_METRIC_NAME = f"evaluate-metric--{METRIC_NAME}"
-_METRIC_DIR = Path(__file__).resolve().parent / METRIC_NAME
+_METRIC_DIR = Path(MODULE_PATH).parent
 #: the files of the metric module: the script and the sibling it imports
-METRIC_FILES = (f"{METRIC_NAME}.py", "_hlp_core.py")
+METRIC_FILES = (Path(MODULE_PATH).name, "_hlp_core.py")
 
 
 def register() -> None:
