@@ -210,8 +210,9 @@ class HLPAudioForAudioClassification(HLPAudioPreTrainedModel):
                 f"multi-hot targets (batch, {self.config.num_labels})"
             )
         targets = labels.to(device=logits.device, dtype=torch.float32)
-        if bool(((targets < 0) | (targets > 1) | targets.isnan()).any()):  # one reduction, one sync
-            bad = torch.nonzero((targets < 0) | (targets > 1) | targets.isnan())[0].tolist()
+        invalid = (targets < 0) | (targets > 1) | targets.isnan()
+        if bool(invalid.any()):  # one reduction, one sync
+            bad = torch.nonzero(invalid)[0].tolist()
             raise ValueError(
                 f"labels must be multi-hot or soft targets in [0, 1]; labels{tuple(bad)} is {targets[tuple(bad)].item()}"
             )
