@@ -240,7 +240,7 @@ def test_converted_tiny_gives_the_reference_logits_and_a_card(converted_tiny):
         ours = model(**extractor(list(clips.numpy()), sampling_rate=32000, return_tensors="pt")).raw_logits.double()
     torch.testing.assert_close(ours, expected, atol=1e-4 * float(expected.abs().max()), rtol=0)
     names = {path.name for path in out.iterdir()}
-    assert {"modeling_convnext.py", "panns_input.py", "modeling_passt.py", "front_ends.py"} <= names
+    assert {"modeling_convnext.py", "backbone.py", "panns_input.py", "modeling_passt.py", "front_ends.py"} <= names
     preprocessor = json.loads((out / "preprocessor_config.json").read_text())
     assert (preprocessor["front_end"], preprocessor["num_mel_bins"]) == ("panns", 224)
     card = (out / "README.md").read_text()

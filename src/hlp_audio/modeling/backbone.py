@@ -21,6 +21,9 @@ subclass of :class:`HLPBackbone` in its own ``modeling_<name>.py`` file, with a 
   ``HLPAudioFeatureExtractor`` with the backbone's ``front_end`` (``"efficientat"`` or ``"panns"``)
   and the config's ``num_mel_bins``.
 
+Building blocks shared by several backbones live here too: :func:`drop_path` (stochastic depth, PaSST and the
+audio ConvNeXt).
+
 This file imports only torch and ``transformers.initialization`` (it travels to the Hub as remote code with the
 model files).
 """
@@ -30,10 +33,11 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, ClassVar, Dict, Mapping, Tuple, Type, TypeVar
 
+import torch
 from torch import nn
 from transformers import initialization as init
 
-__all__ = ["BackboneConfig", "HLPBackbone"]
+__all__ = ["BackboneConfig", "HLPBackbone", "drop_path"]
 
 ConfigT = TypeVar("ConfigT", bound="BackboneConfig")
 
@@ -150,3 +154,13 @@ class HLPBackbone(nn.Module):
     def feature_axes(self) -> Tuple[int, int]:
         """``(time_axis, freq_axis)`` of ``input_values``."""
         return self.time_axis, self.freq_axis
+
+
+def drop_path(hidden_states: torch.Tensor, drop_prob: float, training: bool) -> torch.Tensor:
+    """Stochastic depth: zero a residual branch for a random subset of examples, rescaling the others."""
+    if drop_prob == 0.0 or not training:
+        return hidden_states
+    keep_prob = 1.0 - drop_prob
+    shape = (hidden_states.shape[0],) + (1,) * (hidden_states.ndim - 1)
+    mask = hidden_states.new_empty(shape).bernoulli_(keep_prob)
+    return hidden_states * mask / keep_prob

@@ -36,6 +36,15 @@ def _check_filter_bank_arguments(num_mel_bins: int, n_fft: int, sampling_rate: i
         raise ValueError(f"need 0 <= f_min < f_max <= nyquist, got f_min={f_min}, f_max={f_max}, nyquist={nyquist}")
 
 
+def _triangular_filters(points: torch.Tensor, edges: torch.Tensor) -> torch.Tensor:
+    """``(len(edges) - 2, len(points))``: filter m rises linearly from ``edges[m]`` to a peak of 1 at
+    ``edges[m + 1]`` and falls to ``edges[m + 2]``, evaluated at ``points`` (on the scale of ``edges``)."""
+    left, center, right = edges[:-2, None], edges[1:-1, None], edges[2:, None]
+    rising = (points - left) / (center - left)
+    falling = (right - points) / (right - center)
+    return torch.clamp(torch.minimum(rising, falling), min=0.0)
+
+
 def _kaldi_mel(frequency: torch.Tensor) -> torch.Tensor:
     return 1127.0 * torch.log1p(frequency / 700.0)
 
@@ -65,11 +74,7 @@ def kaldi_mel_filter_bank(
     mel_max = math.log1p(f_max / 700.0) * 1127.0
     step = (mel_max - mel_min) / (num_mel_bins + 1)
     edges = mel_min + step * torch.arange(num_mel_bins + 2, dtype=torch.float64)
-    left, center, right = edges[:-2, None], edges[1:-1, None], edges[2:, None]
-    rising = (fft_bin_mel - left) / (center - left)
-    falling = (right - fft_bin_mel) / (right - center)
-    filters = torch.clamp(torch.minimum(rising, falling), min=0.0)
-    return torch.nn.functional.pad(filters, (0, 1)).to(dtype)
+    return torch.nn.functional.pad(_triangular_filters(fft_bin_mel, edges), (0, 1)).to(dtype)
 
 
 # Slaney's mel scale (librosa's default, htk=False): linear below 1 kHz (200/3 Hz per mel), logarithmic above.
@@ -114,11 +119,8 @@ def slaney_mel_filter_bank(
     )
     edges = _slaney_hz(edges_mel)
     bin_frequencies = torch.linspace(0.0, sampling_rate / 2.0, n_fft // 2 + 1, dtype=torch.float64)
-    left, center, right = edges[:-2, None], edges[1:-1, None], edges[2:, None]
-    rising = (bin_frequencies - left) / (center - left)
-    falling = (right - bin_frequencies) / (right - center)
-    filters = torch.clamp(torch.minimum(rising, falling), min=0.0)
-    return (filters * (2.0 / (right - left))).to(dtype)
+    filters = _triangular_filters(bin_frequencies, edges)
+    return (filters * (2.0 / (edges[2:, None] - edges[:-2, None]))).to(dtype)
 
 
 def _check_frame_arguments(n_fft: int, win_length: int, hop_length: int) -> None:

@@ -33,8 +33,7 @@ import torch
 from torch import nn
 from transformers import initialization as init
 
-from .backbone import BackboneConfig, HLPBackbone
-from .modeling_passt import drop_path
+from .backbone import BackboneConfig, HLPBackbone, drop_path
 from .panns_input import MelBatchNorm, as_spectrogram_image
 
 __all__ = [

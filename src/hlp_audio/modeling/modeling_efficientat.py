@@ -19,7 +19,7 @@ Architecture (the MobileNetV3-Large table of Howard et al., 2019, on a 1-channel
 Every channel count is ``make_divisible(channels * width_mult, 8)``. BatchNorm uses eps=1e-3 and
 momentum=0.01, as in the original training.
 
-This file imports only torch, so that it can travel to the Hub as remote code
+This file imports only torch, transformers and its siblings, so that it can travel to the Hub as remote code
 next to ``modeling_hlp_audio.py``. The backbone follows the contract of that wrapper: it maps mel
 spectrograms ``(batch, mel_bins, frames)`` (from ``HLPAudioFeatureExtractor``) to logits
 ``(batch, num_labels)`` before post-HLP, and its head is the ``classifier`` attribute.

@@ -3,7 +3,7 @@
 ``HLPAudioForAudioClassification`` wraps any backbone of :data:`BACKBONES` (a module mapping
 features to logits). Its config carries the label hierarchy, so a saved model applies post-HLP
 itself wherever it is loaded: every logit becomes the maximum over its class and the descendants
-that reach it through unique labelled parents (``hierarchy_ops.max_over_ancestors``, the single
+that reach it through unique labelled parents (``hierarchy_ops.AncestorMax``, the single
 implementation of the rule). The ancestor-pair index tensors are derived from ``config.ontology``
 and cached per device, never stored as buffers: transformers 5 leaves non-persistent buffers
 uninitialised after ``from_pretrained``.
@@ -210,8 +210,9 @@ class HLPAudioForAudioClassification(HLPAudioPreTrainedModel):
                 f"multi-hot targets (batch, {self.config.num_labels})"
             )
         targets = labels.to(device=logits.device, dtype=torch.float32)
-        if bool(((targets < 0) | (targets > 1) | targets.isnan()).any()):  # one reduction, one sync
-            bad = torch.nonzero((targets < 0) | (targets > 1) | targets.isnan())[0].tolist()
+        invalid = (targets < 0) | (targets > 1) | targets.isnan()
+        if bool(invalid.any()):  # one reduction, one sync
+            bad = torch.nonzero(invalid)[0].tolist()
             raise ValueError(
                 f"labels must be multi-hot or soft targets in [0, 1]; labels{tuple(bad)} is {targets[tuple(bad)].item()}"
             )

@@ -28,7 +28,7 @@ from transformers import initialization as init
 from transformers.activations import ACT2FN
 from transformers.modeling_layers import GradientCheckpointingLayer
 
-from .backbone import BackboneConfig, HLPBackbone
+from .backbone import BackboneConfig, HLPBackbone, drop_path
 
 __all__ = [
     "PASST_SIZES",
@@ -156,16 +156,6 @@ def _keep_random_subset(size: int, drop: int, device: torch.device) -> torch.Ten
     if drop <= 0:
         return None
     return torch.randperm(size, device=device)[: size - drop].sort().values
-
-
-def drop_path(hidden_states: torch.Tensor, drop_prob: float, training: bool) -> torch.Tensor:
-    """Stochastic depth: zero a residual branch for a random subset of examples, rescaling the others."""
-    if drop_prob == 0.0 or not training:
-        return hidden_states
-    keep_prob = 1.0 - drop_prob
-    shape = (hidden_states.shape[0],) + (1,) * (hidden_states.ndim - 1)
-    mask = hidden_states.new_empty(shape).bernoulli_(keep_prob)
-    return hidden_states * mask / keep_prob
 
 
 class PaSSTEmbeddings(nn.Module):
