@@ -23,8 +23,6 @@ import warnings
 from pathlib import Path
 from typing import List, Optional, Union
 
-import pyarrow as pa
-
 from .columns import SourceError, feature_of, resolve_columns
 from .manifests import Manifest, class_label_names, read_manifest
 
@@ -199,9 +197,6 @@ class StreamSource:
         part, index = self.shards[number]
         files = self.files[part]
         return files[index] if len(files) == self.parts[part].num_shards else None
-
-    def schema(self) -> pa.Schema:
-        return self.features.arrow_schema
 
 
 def _split_size(dataset) -> Optional[int]:

@@ -207,11 +207,9 @@ class StreamLoader:
     Iterating gives one epoch: ``batches_per_epoch`` batches of an endless stream, continuing where the
     last epoch stopped (the position of the last batch consumed from each worker is remembered, and
     saved by :meth:`state_dict` for a resumed run); or all the batches of a finite stream (``passes``),
-    from its start every time (evaluation). ``per_process``: every process reads its own
-    clips, so results are gathered after the loop (not per batch).
+    from its start every time (evaluation). Every process reads its own clips, so results are
+    gathered after the loop (not per batch).
     """
-
-    per_process = True
 
     def __init__(
         self,
