@@ -185,17 +185,17 @@ class AudioColumn:
     def __len__(self) -> int:
         return len(self._array) if self._array is not None else len(self._dataset)
 
-    def __getitem__(self, index: int) -> Union[bytes, str, None]:
+    def _cell(self, index: int) -> pa.Scalar:
         if self._array is not None:
-            return audio_value(self._array[int(index)])
-        return audio_value(column_of(self._dataset[int(index)], self.column)[0])
+            return self._array[int(index)]
+        return column_of(self._dataset[int(index)], self.column)[0]
+
+    def __getitem__(self, index: int) -> Union[bytes, str, None]:
+        return audio_value(self._cell(index))
 
     def head(self, index: int, size: int) -> Union[bytes, str, None]:
         """The first ``size`` bytes of a row's file (read without copying the rest), or its path."""
-        if self._array is not None:
-            cell = self._array[int(index)]
-        else:
-            cell = column_of(self._dataset[int(index)], self.column)[0]
+        cell = self._cell(index)
         data = cell.get("bytes") if isinstance(cell, pa.StructScalar) else cell
         if data is None or not data.is_valid:
             return audio_value(cell)  # no bytes: the path, or None
