@@ -31,7 +31,7 @@ import torch
 from ..labels import list_offsets_and_values
 from ..propagation import propagate_labels
 from .clips import clip_item, collate_clips
-from .columns import SourceError, audio_value
+from .columns import SourceError, audio_value, feature_of
 from .manifests import _label_indices
 from .sources import StreamSource, check_tar_end
 
@@ -49,9 +49,7 @@ def _cells(block: dict, name: str) -> list:
 def _arrow_type(features, name: str):
     import datasets
 
-    head, _, field = name.partition(".")
-    feature = features[name] if name in features else features[head][field]
-    return datasets.Features({"column": feature}).arrow_schema.field("column").type
+    return datasets.Features({"column": feature_of(features, name)}).arrow_schema.field("column").type
 
 
 class ClipStream(torch.utils.data.IterableDataset):
