@@ -117,8 +117,8 @@ def train(args: argparse.Namespace) -> dict:
     skipped = SkippedClips(output_dir / "skipped_clips.jsonl", accelerator)
     train_data = build_train_data(args, ontology, sampling_rate, accelerator, report=skipped.path)
     loss_mask = None
-    if args.loss_on_annotated_classes:  # after HLP: the vocabulary includes the propagated ancestors
-        loss_mask = torch.from_numpy(train_data.annotated_classes())
+    if train_data.annotated_classes is not None:  # --loss-on-annotated-classes; after HLP: with the propagated ancestors
+        loss_mask = torch.from_numpy(train_data.annotated_classes)
     eval_loader = None
     if args.eval_data:
         eval_loader = build_eval_loader(
