@@ -46,3 +46,14 @@ def zero_length_wav() -> bytes:
     buffer = io.BytesIO()
     soundfile.write(buffer, np.zeros((0, 2), np.float32), 48000, format="WAV", subtype="PCM_24")
     return buffer.getvalue()
+
+
+def garbled_flac() -> bytes:
+    """A FLAC whose header reads but whose frames do not decode."""
+    import soundfile
+
+    buffer = io.BytesIO()
+    soundfile.write(buffer, np.random.default_rng(0).standard_normal((4800, 2)).astype(np.float32) * 0.1, 48000, format="FLAC", subtype="PCM_24")
+    data = bytearray(buffer.getvalue())
+    data[2000:] = np.random.default_rng(1).integers(0, 256, len(data) - 2000, dtype=np.uint8).tobytes()
+    return bytes(data)

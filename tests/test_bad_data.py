@@ -4,7 +4,6 @@ runs before training (issue 12)."""
 
 from __future__ import annotations
 
-import io
 import json
 
 import numpy as np
@@ -13,7 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 import soundfile as sf
 
-from replica_helpers import copy_replica, rewrite_row, write_replicas, zero_length_wav
+from replica_helpers import copy_replica, garbled_flac, rewrite_row, write_replicas, zero_length_wav
 
 from hlp_audio.training import AudioClipDataset
 from hlp_audio.training.audio_check import audio_problems, checked_manifest
@@ -32,15 +31,6 @@ def replicas(tmp_path_factory, shared_data):
 def agk(replicas, tmp_path):
     """A fresh copy of the agkphysics replica to damage; row 2 of shard 1 is row 6 of bal_train."""
     return copy_replica(replicas["agkphysics"], tmp_path / "agk")
-
-
-def _garbled_flac() -> bytes:
-    """A FLAC whose header reads but whose frames do not decode."""
-    buffer = io.BytesIO()
-    sf.write(buffer, np.random.default_rng(0).standard_normal((4800, 2)).astype(np.float32) * 0.1, 48000, format="FLAC", subtype="PCM_24")
-    data = bytearray(buffer.getvalue())
-    data[2000:] = np.random.default_rng(1).integers(0, 256, len(data) - 2000, dtype=np.uint8).tobytes()
-    return bytes(data)
 
 
 def _whole(path, ontology, tmp_path, **kwargs):
@@ -88,7 +78,7 @@ def test_bad_audio_blobs_name_the_split_or_shard_and_the_row(agk, audioset_ontol
 
 def test_a_header_that_reads_but_frames_that_do_not(agk, audioset_ontology, tmp_path):
     """The cheap check reads headers only: a clip garbled after its header fails when decoded, naming its row."""
-    rewrite_row(agk / "data" / "bal_train" / "00000.parquet", 1, audio=_garbled_flac())
+    rewrite_row(agk / "data" / "bal_train" / "00000.parquet", 1, audio=garbled_flac())
     manifest = _whole(agk, audioset_ontology, tmp_path)
     assert audio_problems(manifest) == []
     with pytest.raises(ValueError, match=r"\[balanced/train\], row 1 \(id .*\): cannot decode <\d+ bytes of audio>"):

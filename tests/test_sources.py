@@ -97,6 +97,19 @@ def test_whole_and_streamed_reads_give_the_same_clips_with_the_metadata_labels(r
         assert torch.equal(wave, whole[row]["waveform"])
 
 
+@pytest.mark.parametrize("hlp", [False, True])
+def test_streamed_targets_are_the_labels_of_the_whole_read(replicas, audioset_ontology, hlp):
+    """Each streamed clip's targets are its row of the whole read's multi-hot labels (after HLP with ``hlp``)."""
+    manifest = _open(replicas, audioset_ontology, "agkphysics")
+    expected = (manifest.with_hlp(audioset_ontology) if hlp else manifest).multi_hot()
+    assert hlp == (expected.sum() > manifest.multi_hot().sum())  # the replica's labels have unambiguous parents
+    source = _open(replicas, audioset_ontology, "agkphysics", streaming=True)
+    stream = ClipStream(source, audioset_ontology, sampling_rate=16000, clip_seconds=0.1, hlp=hlp, block_size=5)
+    batches = list(StreamLoader(stream, batch_size=4))
+    assert [clip for batch in batches for clip in batch["ids"]] == manifest.ids.to_pylist()
+    np.testing.assert_array_equal(torch.cat([batch["labels"] for batch in batches]).numpy(), expected)
+
+
 def test_bytes_decode_to_mono_at_the_model_rate(replicas, audioset_ontology, shared_data, metadata):
     """The replica's 48 kHz 24-bit clips, decoded from memory, match the UrbanSound8K originals (22.05 kHz)."""
     manifest = _open(replicas, audioset_ontology, "agkphysics")

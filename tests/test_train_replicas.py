@@ -13,9 +13,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from replica_helpers import copy_replica, rewrite_row, write_replicas
-from test_bad_data import _garbled_flac
-from test_train_e2e import reset_accelerate_state
+from replica_helpers import copy_replica, garbled_flac, rewrite_row, write_replicas
+from training_helpers import reset_accelerate_state
 
 from hlp_audio.training import build_evaluate_parser, evaluate_model, parse_train_args, train
 from hlp_audio.training.columns import SourceError
@@ -123,7 +122,7 @@ def test_a_bad_evaluation_set_does_not_lose_the_epoch_and_skipped_clips_are_repo
     agk = copy_replica(replicas["agkphysics"], tmp_path / "agk")
     eval_shard = agk / "data" / "eval" / "00001.parquet"
     good = __import__("pyarrow.parquet", fromlist=["pq"]).read_table(eval_shard).column("audio")[1]["bytes"].as_py()
-    rewrite_row(eval_shard, 1, audio=_garbled_flac())  # its header reads: found only when decoded
+    rewrite_row(eval_shard, 1, audio=garbled_flac())  # its header reads: found only when decoded
     rewrite_row(agk / "data" / "bal_train" / "00002.parquet", 0, audio=b"not audio")
     replicas = {**replicas, "agkphysics": agk}
     output_dir = tmp_path / "run"

@@ -133,6 +133,31 @@ def test_datasets_classlabel_names_are_mapped_to_the_ontology(ontology, tmp_path
     assert from_disk.labels.to_pylist() == [[], [ontology.index(names[0])]]
 
 
+def test_audio_structs_with_bytes_are_encoded_files_and_without_any_are_paths(ontology, tmp_path):
+    """A datasets.Dataset or a parquet file whose Audio structs hold bytes (or a binary column) gives the files
+    themselves, read row by row; Audio structs without any bytes give their paths, made absolute."""
+    import datasets
+
+    from hlp_audio.training import AudioColumn
+
+    structs = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
+    columns = {
+        "bytes": pa.array([{"bytes": b"RIFF1", "path": "a.wav"}, {"bytes": None, "path": "b.wav"}], structs),
+        "paths": pa.array([{"bytes": None, "path": "a.wav"}, {"bytes": None, "path": "b.wav"}], structs),
+        "binary": pa.array([b"RIFF1", b"RIFF2"], pa.binary()),
+    }
+    expected = {"bytes": [b"RIFF1"], "paths": ["/r/a.wav", "/r/b.wav"], "binary": [b"RIFF1", b"RIFF2"]}
+    labels = pa.array(["tone", "noise"])
+    for name, audio in columns.items():
+        table = pa.table({"audio": audio, "labels": labels})
+        pq.write_table(table, tmp_path / f"{name}.parquet")
+        for source in (tmp_path / f"{name}.parquet", datasets.Dataset(table)):
+            manifest = read_manifest(source, ontology, audio_root="/r")
+            assert isinstance(manifest.audio, AudioColumn) == (name != "paths"), (name, source)
+            read = manifest.audio.to_pylist() if name == "paths" else [manifest.audio[row] for row in range(2)]
+            assert read[: len(expected[name])] == expected[name], (name, source)
+
+
 def test_manifest_on_real_audioset_labels(audioset_ontology, audioset_dir, tmp_path):
     """The first rows of Google's eval CSV, written as a mids manifest, give the reader's indices."""
     from hlp_audio import read_segments

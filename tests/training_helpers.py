@@ -95,14 +95,6 @@ def make_corpus(
     return manifest, all_labels
 
 
-def reset_accelerate_state() -> None:
-    """Accelerate keeps its process state in singletons: start every in-process run afresh."""
-    from accelerate.state import AcceleratorState, GradientState
-
-    AcceleratorState._reset_state(reset_partial_state=True)
-    GradientState._reset_state()
-
-
 def train_briefly_from_scratch(folder: Path, backbone_type: str, backbone_size: str, *extra: str):
     """One short epoch of ``scripts/train.py``'s loop from scratch on a small generated corpus (HLP labels,
     mixup, time and frequency masks); returns the run's results and its saved ``final`` folder."""

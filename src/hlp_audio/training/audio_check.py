@@ -13,7 +13,6 @@ the count and the first rows, or with ``skip`` leaves those clips out and report
 from __future__ import annotations
 
 import io
-import json
 import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -24,6 +23,7 @@ import pyarrow as pa
 
 from .columns import SourceError
 from .manifests import Manifest
+from .skipped import write_skipped
 
 __all__ = ["audio_problems", "checked_manifest", "HEADER_BYTES"]
 
@@ -99,10 +99,7 @@ def checked_manifest(
     for row, problem in problems:
         log(f"skipping {manifest.source}, {manifest.clip_name(row)}: {problem}")
     if report is not None:
-        report.parent.mkdir(parents=True, exist_ok=True)
-        with open(report, "a") as handle:
-            for row, problem in problems:
-                handle.write(json.dumps({"stage": "audio check", "clip": f"{manifest.source}, {manifest.clip_name(row)}", "reason": problem}) + "\n")
+        write_skipped(report, "audio check", [(f"{manifest.source}, {manifest.clip_name(row)}", problem) for row, problem in problems])
     log(f"{summary}: skipped (--skip-bad-audio)")
     bad = np.array([row for row, _ in problems], dtype=np.int64)
     return manifest.select(np.setdiff1d(np.arange(len(manifest)), bad))

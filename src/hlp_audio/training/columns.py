@@ -16,7 +16,7 @@ pyarrow array.
 
 from __future__ import annotations
 
-from typing import Optional, Sequence, Tuple, Union
+from typing import Optional, Tuple, Union
 
 import numpy as np
 import pyarrow as pa
@@ -185,17 +185,17 @@ class AudioColumn:
     def __len__(self) -> int:
         return len(self._array) if self._array is not None else len(self._dataset)
 
-    def __getitem__(self, index: int) -> Union[bytes, str, None]:
+    def _cell(self, index: int) -> pa.Scalar:
         if self._array is not None:
-            return audio_value(self._array[int(index)])
-        return audio_value(column_of(self._dataset[int(index)], self.column)[0])
+            return self._array[int(index)]
+        return column_of(self._dataset[int(index)], self.column)[0]
+
+    def __getitem__(self, index: int) -> Union[bytes, str, None]:
+        return audio_value(self._cell(index))
 
     def head(self, index: int, size: int) -> Union[bytes, str, None]:
         """The first ``size`` bytes of a row's file (read without copying the rest), or its path."""
-        if self._array is not None:
-            cell = self._array[int(index)]
-        else:
-            cell = column_of(self._dataset[int(index)], self.column)[0]
+        cell = self._cell(index)
         data = cell.get("bytes") if isinstance(cell, pa.StructScalar) else cell
         if data is None or not data.is_valid:
             return audio_value(cell)  # no bytes: the path, or None
@@ -207,32 +207,3 @@ class AudioColumn:
         if self._array is not None:
             return AudioColumn(self._array.take(pa.array(rows)), self.column)
         return AudioColumn(self._dataset.select(rows), self.column)
-
-    def _chunks(self, rows: int = 1024):
-        """The column in slices of rows (zero-copy from a memory-mapped dataset; bounded memory otherwise)."""
-        if self._array is not None:
-            yield self._array
-            return
-        for start in range(0, len(self._dataset), rows):
-            yield column_of(self._dataset[start : start + rows], self.column)
-
-    def byte_sizes(self) -> np.ndarray:
-        """The size of each row's bytes (0 where a row has none); reads the offsets, not the audio."""
-        sizes = []
-        for array in self._chunks():
-            data = pc.struct_field(array, "bytes") if pa.types.is_struct(array.type) else array
-            size = pc.fill_null(pc.binary_length(data), 0)
-            if array.null_count:
-                size = pc.if_else(pc.is_null(array), 0, size)
-            sizes.append(size.to_numpy(zero_copy_only=False).astype(np.int64))
-        return np.concatenate(sizes) if sizes else np.zeros(0, np.int64)
-
-    def paths(self) -> Optional[pa.Array]:
-        """The ``path`` of each row (null where none), or None for a binary column."""
-        parts = [pc.struct_field(array, "path") for array in self._chunks() if pa.types.is_struct(array.type)]
-        return pa.concat_arrays(parts) if parts else None
-
-
-def clip_names(ids: Optional[pa.Array], rows: Sequence[int]) -> list:
-    """The clip id of each row, or ``None`` without an id column."""
-    return [None if ids is None else ids[int(row)].as_py() for row in rows]

@@ -77,7 +77,11 @@ def _open(data, config, split, args, ontology, accelerator, report: Optional[Pat
 
 
 class MapTrainData:
-    """Training batches of a :class:`Manifest`: a seeded sampler, batches sharded over processes by accelerate."""
+    """Training batches of a :class:`Manifest`: a seeded sampler, batches sharded over processes by accelerate.
+
+    ``annotated_classes``: with ``--loss-on-annotated-classes``, the (C,) bool mask of the classes the training
+    labels annotate (after HLP with ``--hlp``), the partial-label loss mask; else None.
+    """
 
     checkpoint = None
 
@@ -85,9 +89,12 @@ class MapTrainData:
         sampling_labels = manifest.labels  # weights from the original labels: runs with and without --hlp draw the same clips
         if args.hlp:  # before mixup: a mix of propagated labels, not a propagated mix
             manifest = manifest.with_hlp(ontology)
-        self.manifest, self.clips = manifest, len(manifest)
+        self.clips = len(manifest)
+        self.annotated_classes = None
         if args.loss_on_annotated_classes:  # checked before the sampler, which has nothing to draw without labels either
-            self.annotated_classes()
+            self.annotated_classes = manifest.annotated_classes()
+            if not self.annotated_classes.any():
+                raise ValueError(f"--loss-on-annotated-classes: {manifest.source} has no label at all")
         self.dataset = AudioClipDataset(
             manifest, sampling_rate=sampling_rate, clip_seconds=args.clip_seconds, random_crop=True, seed=args.seed,
             skip_bad_audio=args.skip_bad_audio,
@@ -121,16 +128,11 @@ class MapTrainData:
     def before_checkpoint(self, accelerator) -> None:
         pass
 
-    def annotated_classes(self):
-        """The classes the training labels annotate (after HLP with ``--hlp``): the partial-label loss mask."""
-        annotated = self.manifest.annotated_classes()
-        if not annotated.any():
-            raise ValueError(f"--loss-on-annotated-classes: {self.manifest.source} has no label at all")
-        return annotated
-
 
 class StreamTrainData:
     """Training batches of a stream: each process reads its own shards; ``epoch_size`` clips make an epoch."""
+
+    annotated_classes = None  # a stream does not know them before it is read: --loss-on-annotated-classes is an error
 
     def __init__(self, source, args, ontology, sampling_rate: int, accelerator):
         if args.balanced_sampler:
@@ -147,7 +149,13 @@ class StreamTrainData:
         updates = epoch_size // per_update
         if updates == 0:
             raise ValueError(f"an epoch of {epoch_size} clips makes no optimizer step of {per_update} clips")
-        self.clips, self.source = epoch_size, source
+        if args.loss_on_annotated_classes:
+            raise SourceError(
+                f"{source.where}: --loss-on-annotated-classes needs the classes the training labels annotate, which a "
+                "stream does not know before it is read: drop --streaming (the split is then prepared once and "
+                "memory-mapped)"
+            )
+        self.clips = epoch_size
         stream = ClipStream(
             source, ontology, sampling_rate=sampling_rate, clip_seconds=args.clip_seconds, random_crop=True,
             shuffle=True, block_size=args.shuffle_buffer, seed=args.seed, hlp=args.hlp, passes=None,
@@ -171,13 +179,6 @@ class StreamTrainData:
 
     def before_checkpoint(self, accelerator) -> None:
         self.checkpoint.gather(accelerator)
-
-    def annotated_classes(self):
-        raise SourceError(
-            f"{self.source.where}: --loss-on-annotated-classes needs the classes the training labels annotate, which a "
-            "stream does not know before it is read: drop --streaming (the split is then prepared once and "
-            "memory-mapped)"
-        )
 
 
 def train_data(args, ontology, sampling_rate: int, accelerator, report: Optional[Path] = None):

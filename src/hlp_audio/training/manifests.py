@@ -213,10 +213,8 @@ def _dataset_audio(dataset, name, root, where) -> Union[pa.Array, AudioColumn]:
     stay on disk until a DataLoader worker reads a row.
     """
     head = name.partition(".")[0]
-    raw = dataset.data.column(head) if head in dataset.data.column_names else None
-    if raw is not None and is_audio_bytes_type(raw.type):
-        if not pa.types.is_struct(raw.type) or pc.struct_field(raw, "bytes").null_count < len(raw):
-            return AudioColumn(dataset, name)
+    if head in dataset.data.column_names and _holds_bytes(dataset.data.column(head)):
+        return AudioColumn(dataset, name)
     return _audio(column_of(_dataset_columns(dataset, [name]), name), root, where, None, name)
 
 
@@ -295,12 +293,19 @@ def _require_columns(columns, needed, where):
         raise ManifestError(f"{where}: no column {missing[0]!r}; columns are {list(columns)}")
 
 
+def _holds_bytes(column) -> bool:
+    """Binary, or ``Audio`` structs with bytes in at least one row: the encoded files themselves (structs without
+    any bytes point at local files by their paths)."""
+    if not is_audio_bytes_type(column.type):
+        return False
+    return not pa.types.is_struct(column.type) or pc.struct_field(column, "bytes").null_count < len(column)
+
+
 def _audio(column, root, where, line_offset, name) -> Union[pa.Array, AudioColumn]:
     """File paths (checked, made absolute), or an :class:`AudioColumn` when the rows hold the files' bytes."""
+    if _holds_bytes(column):
+        return AudioColumn(column, name)  # encoded files, decoded from memory in DataLoader workers
     if is_audio_bytes_type(column.type):
-        data = pc.struct_field(column, "bytes") if pa.types.is_struct(column.type) else column
-        if data.null_count < len(data) or not pa.types.is_struct(column.type):
-            return AudioColumn(column, name)  # encoded files, decoded from memory in DataLoader workers
         column = pc.struct_field(column, "path")  # Audio structs of local files: paths only
     if not (pa.types.is_string(column.type) or pa.types.is_large_string(column.type)):
         raise ManifestError(

@@ -13,9 +13,17 @@ import logging
 from pathlib import Path
 from typing import Iterable, List, Tuple
 
-__all__ = ["SkippedClips"]
+__all__ = ["SkippedClips", "write_skipped"]
 
 logger = logging.getLogger("hlp_audio.training")
+
+
+def write_skipped(path: Path, stage: str, clips: Iterable[Tuple[str, str]]) -> None:
+    """Append ``(clip, reason)`` pairs to the JSON-lines list of skipped clips at ``path``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as handle:
+        for clip, reason in clips:
+            handle.write(json.dumps({"stage": stage, "clip": clip, "reason": reason}) + "\n")
 
 
 class SkippedClips:
@@ -37,9 +45,6 @@ class SkippedClips:
             clips = gather_object(clips)
         self.current = []
         if clips and self.accelerator.is_main_process:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            with open(self.path, "a") as handle:
-                for clip, reason in clips:
-                    handle.write(json.dumps({"stage": stage, "clip": clip, "reason": reason}) + "\n")
+            write_skipped(self.path, stage, clips)
             self.accelerator.print(f"{stage}: {len(clips)} clips skipped as undecodable (--skip-bad-audio), listed in {self.path}")
         return len(clips)

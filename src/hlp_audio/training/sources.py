@@ -23,8 +23,6 @@ import warnings
 from pathlib import Path
 from typing import List, Optional, Union
 
-import pyarrow as pa
-
 from .columns import SourceError, feature_of, resolve_columns
 from .manifests import Manifest, class_label_names, read_manifest
 
@@ -190,18 +188,14 @@ class StreamSource:
     def shard_name(self, number: int) -> str:
         """``shard 3 (.../data/bal_train/00003.parquet)``, or ``shard 3 of split train`` when files are unknown."""
         part, index = self.shards[number]
-        files = self.files[part]
-        if len(files) == self.parts[part].num_shards:
-            return f"shard {index} ({files[index]})"
-        return f"shard {index} of split {self.splits[part]!r}"
+        url = self.shard_file(number)
+        return f"shard {index} ({url})" if url is not None else f"shard {index} of split {self.splits[part]!r}"
 
     def shard_file(self, number: int) -> Optional[str]:
+        """The file of shard ``number``, or None when the files of its split cannot be matched to its shards."""
         part, index = self.shards[number]
         files = self.files[part]
         return files[index] if len(files) == self.parts[part].num_shards else None
-
-    def schema(self) -> pa.Schema:
-        return self.features.arrow_schema
 
 
 def _split_size(dataset) -> Optional[int]:

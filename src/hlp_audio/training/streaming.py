@@ -28,11 +28,10 @@ import numpy as np
 import pyarrow as pa
 import torch
 
-from ..labels import list_offsets_and_values
 from ..propagation import propagate_labels
 from .clips import clip_item, collate_clips
-from .columns import SourceError, audio_value
-from .manifests import _label_indices
+from .columns import SourceError, audio_value, feature_of
+from .manifests import _label_indices, multi_hot
 from .sources import StreamSource, check_tar_end
 
 __all__ = ["ClipStream", "StreamLoader", "StreamCheckpoint"]
@@ -49,9 +48,7 @@ def _cells(block: dict, name: str) -> list:
 def _arrow_type(features, name: str):
     import datasets
 
-    head, _, field = name.partition(".")
-    feature = features[name] if name in features else features[head][field]
-    return datasets.Features({"column": feature}).arrow_schema.field("column").type
+    return datasets.Features({"column": feature_of(features, name)}).arrow_schema.field("column").type
 
 
 class ClipStream(torch.utils.data.IterableDataset):
@@ -148,7 +145,7 @@ class ClipStream(torch.utils.data.IterableDataset):
                 rows = rows[(rows + shard) % keep[1] == keep[0]]
             if self.shuffle:
                 rows = np.random.default_rng([self.seed, pass_index, shard, row]).permutation(rows)
-            offsets, values = self._block_labels(block, row, where)
+            targets = self._block_targets(block, row, where)
             audio, ids = _cells(block, self.source.audio_column), None
             if self.source.id_column:
                 ids = _cells(block, self.source.id_column)
@@ -156,12 +153,10 @@ class ClipStream(torch.utils.data.IterableDataset):
                 if done <= skip:
                     continue
                 local = absolute - row
-                target = np.zeros(len(self.ontology), dtype=np.float32)
-                target[values[offsets[local] : offsets[local + 1]]] = 1.0
                 clip = ids[local] if ids is not None and ids[local] is not None else f"shard {shard} row {absolute}"
                 item = clip_item(
                     audio_value(audio[local]),
-                    target,
+                    targets[local],
                     index=absolute,
                     clip_id=str(clip),
                     where=f"{where}, row {absolute} (id {clip})",
@@ -184,8 +179,8 @@ class ClipStream(torch.utils.data.IterableDataset):
             if problem:
                 raise SourceError(f"{where}: {problem} (after row {row - 1})")
 
-    def _block_labels(self, block: dict, row: int, where: str):
-        """Offsets and class indices of the block's labels (HLP-propagated with ``hlp``); errors name the row."""
+    def _block_targets(self, block: dict, row: int, where: str) -> np.ndarray:
+        """(rows, C) float32 multi-hot targets of the block's labels (HLP-propagated with ``hlp``); errors name the row."""
         cells = _cells(block, self.source.labels_column)
         try:
             column = pa.array(cells, type=self.labels_type)
@@ -197,8 +192,7 @@ class ClipStream(torch.utils.data.IterableDataset):
         )
         if self.hlp:
             labels = propagate_labels(labels, self.ontology)
-        offsets, values = list_offsets_and_values(labels)
-        return offsets, values.to_numpy(zero_copy_only=False)
+        return multi_hot(labels, len(self.ontology))
 
 
 class StreamLoader:
@@ -207,11 +201,9 @@ class StreamLoader:
     Iterating gives one epoch: ``batches_per_epoch`` batches of an endless stream, continuing where the
     last epoch stopped (the position of the last batch consumed from each worker is remembered, and
     saved by :meth:`state_dict` for a resumed run); or all the batches of a finite stream (``passes``),
-    from its start every time (evaluation). ``per_process``: every process reads its own
-    clips, so results are gathered after the loop (not per batch).
+    from its start every time (evaluation). Every process reads its own clips, so results are
+    gathered after the loop (not per batch).
     """
-
-    per_process = True
 
     def __init__(
         self,

@@ -117,8 +117,8 @@ def train(args: argparse.Namespace) -> dict:
     skipped = SkippedClips(output_dir / "skipped_clips.jsonl", accelerator)
     train_data = build_train_data(args, ontology, sampling_rate, accelerator, report=skipped.path)
     loss_mask = None
-    if args.loss_on_annotated_classes:  # after HLP: the vocabulary includes the propagated ancestors
-        loss_mask = torch.from_numpy(train_data.annotated_classes())
+    if train_data.annotated_classes is not None:  # --loss-on-annotated-classes; after HLP: with the propagated ancestors
+        loss_mask = torch.from_numpy(train_data.annotated_classes)
     eval_loader = None
     if args.eval_data:
         eval_loader = build_eval_loader(
@@ -212,6 +212,16 @@ def train(args: argparse.Namespace) -> dict:
     stopped = False
     running_loss = torch.zeros((), device=accelerator.device)
     running_count = 0
+
+    def log_loss(epoch_position: float) -> float:
+        """Log the mean training loss (over processes) of the batches since the last call, and start a new mean."""
+        nonlocal running_count
+        mean_loss = accelerator.reduce(running_loss / running_count, reduction="mean").item()
+        running_loss.zero_()
+        running_count = 0
+        log({"train/loss": mean_loss, "train/lr": scheduler.get_last_lr()[0], "train/epoch": epoch_position}, progress.global_step)
+        return mean_loss
+
     evaluated = {row["epoch"] for row in progress.history}
     if eval_loader is not None and progress.epoch and not progress.batches_in_epoch and progress.epoch not in evaluated:
         evaluate(progress.epoch)  # the checkpoint of a finished epoch whose evaluation did not finish
@@ -262,11 +272,8 @@ def train(args: argparse.Namespace) -> dict:
                 continue
             progress.global_step += 1
             if progress.global_step % args.logging_steps == 0:
-                mean_loss = accelerator.reduce(running_loss / running_count, reduction="mean").item()
-                running_loss.zero_()
-                running_count = 0
+                mean_loss = log_loss(epoch + progress.batches_in_epoch / len(train_data))
                 bar.set_postfix(loss=f"{mean_loss:.4f}")
-                log({"train/loss": mean_loss, "train/lr": scheduler.get_last_lr()[0], "train/epoch": epoch + progress.batches_in_epoch / len(train_data)}, progress.global_step)
             if args.checkpointing_steps and progress.global_step % args.checkpointing_steps == 0:
                 save_checkpoint()
             if args.stop_after_steps and progress.global_step >= args.stop_after_steps and progress.batches_in_epoch < len(train_data):
@@ -275,16 +282,12 @@ def train(args: argparse.Namespace) -> dict:
         bar.close()
         if stopped:
             save_checkpoint()
-            accelerator.print(f"stopped after {progress.global_step} optimizer steps; continue with --resume")
             break
 
         # ---------------------------------------------------------------- end of epoch
         progress.epoch, progress.batches_in_epoch = epoch + 1, 0
         if running_count:
-            mean_loss = accelerator.reduce(running_loss / running_count, reduction="mean").item()
-            running_loss.zero_()
-            running_count = 0
-            log({"train/loss": mean_loss, "train/lr": scheduler.get_last_lr()[0], "train/epoch": epoch + 1}, progress.global_step)
+            log_loss(epoch + 1)
         count = skipped.report(f"epoch {epoch + 1}")
         if count:
             log({"train/skipped_clips": count}, progress.global_step)
@@ -294,9 +297,10 @@ def train(args: argparse.Namespace) -> dict:
         if eval_loader is not None:
             evaluate(epoch + 1)
         if stopped:
-            accelerator.print(f"stopped after {progress.global_step} optimizer steps; continue with --resume")
             break
 
+    if stopped:
+        accelerator.print(f"stopped after {progress.global_step} optimizer steps; continue with --resume")
     results = {"global_step": progress.global_step, "epoch": progress.epoch, "stopped": stopped, "history": progress.history}
     if not stopped:
         final_metrics = progress.history[-1] if progress.history else None
