@@ -27,7 +27,6 @@ import torch
 
 from hlp_audio import HLPAudioConfig, HLPAudioForAudioClassification, Ontology
 from hlp_audio.modeling.modeling_ast_backbone import ASTBackbone
-from hlp_audio.modeling.modeling_hlp_audio import backbone_class
 
 # (label, backbone_type, size): the references first, then the paper's models
 THROUGHPUT_MODELS = (
@@ -64,15 +63,15 @@ def _time(fn, repeats: int, device: torch.device) -> list:
 
 
 def _tagger(ontology: Ontology, backbone_type: str, size: str, device: torch.device):
-    """A random-weight AudioSet tagger of a named backbone size (eval mode), its feature extractor and batched front end."""
-    backbone = backbone_class(backbone_type)
-    backbone_config = backbone.default_config(size)
-    config = HLPAudioConfig(ontology=ontology.to_dict(), backbone_type=backbone_type, backbone_config=backbone_config.to_dict())
-    model = HLPAudioForAudioClassification(config).eval().to(device)
+    """A random-weight AudioSet tagger of a named backbone size (eval mode), its feature extractor and batched front end,
+    built as training builds one from scratch."""
+    from hlp_audio.training import build_front_end, build_model
+
     with warnings.catch_warnings():  # ASTFeatureExtractor warns about an empty Kaldi filter at 16 kHz (a known quirk)
         warnings.simplefilter("ignore")
-        extractor = backbone.build_feature_extractor(backbone_config)
-    return model, extractor, backbone.build_front_end(extractor).to(device)
+        model, extractor, _ = build_model(ontology=ontology, backbone_type=backbone_type, backbone_size=size, hlp_targets=True)
+    model = model.eval().to(device)
+    return model, extractor, build_front_end(model, extractor).to(device)
 
 
 def post_hlp_overhead(args, ontology: Ontology, device: torch.device) -> None:

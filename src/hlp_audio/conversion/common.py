@@ -33,6 +33,7 @@ __all__ = [
     "published_checkpoint_card",
     "convert_torchlibrosa_checkpoint",
     "save_and_verify",
+    "save_converted",
     "print_top_tags",
     "add_converter_arguments",
     "push_if_asked",
@@ -346,10 +347,19 @@ def convert_torchlibrosa_checkpoint(
         strict=True,
     )
     card = published_checkpoint_card(model, extractor, **card)
-    reloaded = save_and_verify(model, extractor, card, out, probe_shape=(2, 300, config.num_mel_bins))  # (batch, frames, mel)
-    print(f"saved {card.backbone}, post_hlp={post_hlp}, to {out}; the reloaded folder reproduces the converted logits")
+    probe_shape = (2, 300, config.num_mel_bins)  # (batch, frames, mel)
+    return save_converted(model, extractor, card, out, probe_shape, check_files=check_files, top_k=top_k)
+
+
+def save_converted(
+    model, feature_extractor, card, out: PathLike, probe_shape: Sequence[int], *, check_files: Sequence[PathLike] = (), top_k: int = 3
+) -> Path:
+    """The last steps of a published checkpoint's conversion: :func:`save_and_verify` with its ``card``, a line saying
+    so, and the ``check_files`` tagged by the reloaded folder (:func:`print_top_tags`); returns ``Path(out)``."""
+    reloaded = save_and_verify(model, feature_extractor, card, out, probe_shape)
+    print(f"saved {card.backbone}, post_hlp={model.config.post_hlp}, to {out}; the reloaded folder reproduces the converted logits")
     if check_files:
-        print_top_tags(reloaded, extractor, check_files, top_k)
+        print_top_tags(reloaded, feature_extractor, check_files, top_k)
     return Path(out)
 
 

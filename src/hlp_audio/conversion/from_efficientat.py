@@ -21,9 +21,8 @@ from .common import (
     CheckpointError,
     audioset_tagger,
     load_state_dict_file,
-    print_top_tags,
     published_checkpoint_card,
-    save_and_verify,
+    save_converted,
     unwrap_state_dict,
 )
 
@@ -206,8 +205,4 @@ def convert_efficientat(
     name = size_name(width_mult)
     extractor = HLPAudioFeatureExtractor()
     card = _model_card(model, extractor, name=name, width_mult=width_mult, checkpoint=checkpoint, repo_id=repo_id)
-    reloaded = save_and_verify(model, extractor, card, out, probe_shape=(2, 128, 300))
-    print(f"saved {card.backbone}, post_hlp={post_hlp}, to {out}; the reloaded folder reproduces the converted logits")
-    if check_files:
-        print_top_tags(reloaded, extractor, check_files, top_k)
-    return out
+    return save_converted(model, extractor, card, out, (2, 128, 300), check_files=check_files, top_k=top_k)

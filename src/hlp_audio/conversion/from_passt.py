@@ -26,9 +26,8 @@ from .common import (
     CheckpointError,
     audioset_tagger,
     load_state_dict_file,
-    print_top_tags,
     published_checkpoint_card,
-    save_and_verify,
+    save_converted,
     unwrap_state_dict,
 )
 
@@ -237,11 +236,8 @@ def convert_passt(
     extractor = HLPAudioFeatureExtractor()  # its defaults are PaSST's front end
     name = variant or _variant_name(backbone_config)
     card = _model_card(model, extractor, name=name, checkpoint=checkpoint, repo_id=repo_id)
-    reloaded = save_and_verify(model, extractor, card, out, probe_shape=(2, backbone_config["num_mel_bins"], 300))
-    print(f"saved {card.backbone}, post_hlp={post_hlp}, to {out}; the reloaded folder reproduces the converted logits")
-    if check_files:
-        print_top_tags(reloaded, extractor, check_files, top_k)
-    return out
+    probe_shape = (2, backbone_config["num_mel_bins"], 300)
+    return save_converted(model, extractor, card, out, probe_shape, check_files=check_files, top_k=top_k)
 
 
 def _variant_name(config: Mapping[str, Any]) -> str:
