@@ -27,7 +27,6 @@ def main() -> None:
     rate.add_argument("--sampling-rate", type=int, help="target rate, e.g. 32000 (EfficientAT, PaSST) or 16000 (AST)")
     rate.add_argument("--model", help="a saved HLP tagger: its feature extractor's rate and its ontology")
     parser.add_argument("--audioset-dir", help="AudioSet metadata folder (the labels' ontology without --model)")
-    parser.add_argument("--num-workers", type=int, default=4)
     add_data_arguments(parser)
     args = parser.parse_args()
     if args.model:

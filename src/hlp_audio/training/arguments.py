@@ -65,7 +65,6 @@ def build_train_parser() -> argparse.ArgumentParser:
     data.add_argument("--audioset-dir", help="folder of the AudioSet metadata (default: $HLP_AUDIOSET_DIR, else download)")
     data.add_argument("--clip-seconds", type=float, default=10.0, help="training clip length (random crop / pad)")
     data.add_argument("--eval-clip-seconds", type=float, help="evaluation clip length (default: --clip-seconds)")
-    data.add_argument("--num-workers", type=int, default=4, help="DataLoader workers decoding audio")
 
     model = parser.add_argument_group("model")
     model.add_argument("--model-name-or-path", help="a saved HLP tagger folder (e.g. a converted AST / PaSST / EfficientAT)")

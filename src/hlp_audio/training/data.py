@@ -33,13 +33,15 @@ SOURCE_HELP = (
 
 
 def add_data_arguments(parser) -> None:
-    """The data flags shared by ``scripts/train.py`` and ``scripts/evaluate_model.py`` (columns, streaming, checks)."""
+    """The data flags shared by ``scripts/train.py``, ``scripts/evaluate_model.py`` and ``scripts/prepare_data.py`` (columns,
+    DataLoader workers, streaming, checks)."""
     add_manifest_arguments(parser)
     parser.add_argument(
         "--streaming", action="store_true",
         help="read Hub repos / folders of shards as streams (split over processes and DataLoader workers) instead of "
         "preparing them whole in the datasets cache",
     )
+    parser.add_argument("--num-workers", type=int, default=4, help="DataLoader workers decoding audio")
     parser.add_argument("--shuffle-buffer", type=int, default=256, help="streaming: clips per shuffle block of each reader")
     parser.add_argument("--cache-dir", help="datasets cache folder (default: datasets' own)")
     parser.add_argument(

@@ -44,7 +44,6 @@ def build_evaluate_parser() -> argparse.ArgumentParser:
     add_data_arguments(parser)
     parser.add_argument("--clip-seconds", type=float, default=10.0, help="clips are cut or zero-padded to this length")
     parser.add_argument("--batch-size", type=int, default=32, help="per device")
-    parser.add_argument("--num-workers", type=int, default=4)
     parser.add_argument("--mixed-precision", choices=["no", "bf16", "fp16"])
     parser.add_argument("--no-progress", action="store_true")
     return parser
