@@ -12,7 +12,7 @@ See :mod:`hlp_audio.conversion.from_efficientat`.
 import argparse
 import sys
 
-from hlp_audio.conversion import CheckpointError, convert_efficientat
+from hlp_audio.conversion import convert_efficientat
 from hlp_audio.conversion.common import add_converter_arguments, push_if_asked
 from hlp_audio.conversion.from_efficientat import size_name
 
@@ -30,7 +30,7 @@ def main(argv=None) -> int:
             args.checkpoint, args.width_mult, args.out, post_hlp=args.post_hlp, audioset_dir=args.audioset_dir,
             check_files=args.check, repo_id=args.push_to_hub,
         )
-    except (CheckpointError, FileNotFoundError) as error:
+    except (ValueError, FileNotFoundError) as error:  # a CheckpointError, or bad AudioSet metadata (checksum, format)
         print(f"convert_efficientat: error: {error}", file=sys.stderr)
         return 2
     push_if_asked(args, out, f"EfficientAT {size_name(args.width_mult)}")

@@ -11,7 +11,7 @@ The published file (Zenodo record 3987831) is checked against its sha256. See :m
 import argparse
 import sys
 
-from hlp_audio.conversion import CheckpointError, convert_panns
+from hlp_audio.conversion import convert_panns
 from hlp_audio.conversion.common import add_converter_arguments, push_if_asked
 
 
@@ -25,7 +25,7 @@ def main(argv=None) -> int:
             args.checkpoint, args.out, post_hlp=args.post_hlp, audioset_dir=args.audioset_dir,
             check_files=args.check, repo_id=args.push_to_hub,
         )
-    except (CheckpointError, FileNotFoundError) as error:
+    except (ValueError, FileNotFoundError) as error:  # a CheckpointError, or bad AudioSet metadata (checksum, format)
         print(f"convert_panns: error: {error}", file=sys.stderr)
         return 2
     push_if_asked(args, out, "PANNs CNN6")

@@ -43,3 +43,24 @@ def test_convnext_script_rejects_a_malformed_stem_and_a_test_size(tmp_path):
             capture_output=True, text=True, timeout=300,
         )
         assert run.returncode == 2 and message in run.stderr, run.stderr[-2000:]
+
+
+@pytest.mark.slow
+def test_converter_script_names_tampered_audioset_metadata(shared_data, tmp_path):
+    """A checksum mismatch of the AudioSet metadata ends the EfficientAT and PANNs converters as a checkpoint error does:
+    exit 2 and a message naming the file, not a traceback."""
+    import shutil
+
+    audioset = tmp_path / "audioset"
+    shutil.copytree(shared_data / "audioset", audioset)
+    with open(audioset / "ontology.json", "a") as handle:
+        handle.write("\n")
+    checkpoint = shared_data / "models" / "efficientat_mn04_as" / "mn04_as_mAP_432.pt"
+    run = subprocess.run(
+        [sys.executable, str(SCRIPTS / "convert_efficientat.py"), str(checkpoint), "--width-mult", "0.4",
+         "--audioset-dir", str(audioset), "--out", str(tmp_path / "out")],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert run.returncode == 2 and "convert_efficientat: error: " in run.stderr, run.stderr[-2000:]
+    assert "ontology.json" in run.stderr and "sha256" in run.stderr and "Traceback" not in run.stderr, run.stderr[-2000:]
+    assert not (tmp_path / "out").exists()
